@@ -1,0 +1,52 @@
+"""Named exceptions. Every message says what is wrong and how to fix it."""
+
+
+class OteseqError(Exception):
+    """Base class of every error raised on purpose by oteseq."""
+
+
+class ShapeError(OteseqError, ValueError):
+    """Tensors whose shapes do not fit together (e.g. K has d_in rows that W does not)."""
+
+
+class NonFiniteError(OteseqError, ValueError):
+    """A NaN or infinity in an input or in a computed update."""
+
+
+class NotPSDError(OteseqError, ValueError):
+    """A matrix that must be symmetric positive (semi-)definite is not."""
+
+
+class SingularSystemError(OteseqError, ArithmeticError):
+    """A linear system has no unique solution (add lam*C0, a ridge, or more keys)."""
+
+
+class UnknownIdError(OteseqError, KeyError):
+    """An id that names no active constraint or edit."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConflictError(OteseqError):
+    """An edit contradicts an active one and the policy is on_conflict='error'."""
+
+
+class DeviceDtypeError(OteseqError, TypeError):
+    """Tensors on different devices, or a dtype that cannot be used."""
+
+
+class StateMismatchError(OteseqError):
+    """A saved state belongs to another model, layer set or configuration."""
+
+
+class UnsupportedArchitectureError(OteseqError):
+    """A model whose architecture is not in oteseq.models.ARCHITECTURES."""
+
+
+class RequestError(OteseqError, ValueError):
+    """A malformed editing request (subject not in prompt, no '{}' slot, empty target...)."""
+
+
+class OfflineError(OteseqError, RuntimeError):
+    """Something must be downloaded but cannot be; the message says what to fetch, and where."""
