@@ -1,0 +1,125 @@
+"""Input validation shared by the closed forms: dtypes, devices, finiteness, shapes, symmetry.
+
+Every check raises a named :mod:`oteseq.errors` exception whose message says what is wrong and
+how to fix it. The checks are cheap (one pass over each input); none of them factorises a matrix.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from oteseq.errors import DeviceDtypeError, NonFiniteError, NotPSDError, ShapeError
+
+Keys = torch.Tensor | Sequence[torch.Tensor]
+
+
+def to_f64(**named: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """Check that the named tensors are finite floating tensors on one device; return float64 copies.
+
+    ``None`` entries pass through unchanged (optional arguments such as ``K_p``).
+    """
+    present = {name: x for name, x in named.items() if x is not None}
+    devices = set()
+    for name, x in present.items():
+        if not isinstance(x, torch.Tensor):
+            raise DeviceDtypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
+                                   f"convert it with torch.as_tensor(..., dtype=torch.float64)")
+        if not (x.dtype.is_floating_point):
+            raise DeviceDtypeError(f"{name} has dtype {x.dtype}; the closed forms need a floating "
+                                   f"dtype: pass {name}.double() (or .float())")
+        devices.add(x.device)
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {x.device}" for name, x in present.items())
+        raise DeviceDtypeError(f"tensors on different devices ({where}); move them to one device "
+                               f"with .to(W.device)")
+    for name, x in present.items():
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteError(f"{name} contains NaN or inf; check how it was computed "
+                                 f"(overflow in float16? a division by zero?) before editing")
+    return [None if x is None else x.to(torch.float64) for x in named.values()]
+
+
+def cat_batches(K: Keys, name: str) -> torch.Tensor:
+    """One (rows, n) tensor from a tensor or a list of column batches (concatenated along dim 1)."""
+    if isinstance(K, torch.Tensor):
+        return K
+    batches = list(K)
+    if not batches:
+        raise ShapeError(f"{name} is an empty list of batches; pass at least one (d, n) tensor")
+    rows = {b.shape[0] if b.ndim == 2 else None for b in batches}
+    if len(rows) != 1 or None in rows:
+        shapes = [tuple(b.shape) for b in batches]
+        raise ShapeError(f"the batches of {name} must be 2-D with the same number of rows, got "
+                         f"{shapes}; stack keys as columns (d_in, n)")
+    return torch.cat(batches, dim=1)
+
+
+def as_columns(x: torch.Tensor, name: str) -> torch.Tensor:
+    """A 1-D vector becomes one column; a 2-D tensor is returned as is."""
+    if x.ndim == 1:
+        return x[:, None]
+    if x.ndim != 2:
+        raise ShapeError(f"{name} must be 1-D or 2-D (columns are keys/values), got shape "
+                         f"{tuple(x.shape)}")
+    return x
+
+
+def check_kv(W: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+             kname: str = "K", vname: str = "V") -> None:
+    """``W`` (d_out, d_in), ``K`` (d_in, n), ``V`` (d_out, n)."""
+    check_matrix(W, "W")
+    if K.ndim != 2 or K.shape[0] != W.shape[1]:
+        raise ShapeError(f"{kname} has shape {tuple(K.shape)} but W is {tuple(W.shape)}: "
+                         f"{kname} must be (d_in={W.shape[1]}, n) with keys as columns "
+                         f"(transpose it if keys are rows)")
+    if V.ndim != 2 or V.shape != (W.shape[0], K.shape[1]):
+        raise ShapeError(f"{vname} has shape {tuple(V.shape)}; it must be (d_out={W.shape[0]}, "
+                         f"n={K.shape[1]}) to match W {tuple(W.shape)} and {kname} "
+                         f"{tuple(K.shape)}")
+
+
+def check_keys(K: torch.Tensor | None, d_in: int, name: str) -> None:
+    """``K`` is ``None`` or (d_in, m)."""
+    if K is not None and (K.ndim != 2 or K.shape[0] != d_in):
+        raise ShapeError(f"{name} has shape {tuple(K.shape)}; it must be (d_in={d_in}, m) with "
+                         f"keys as columns")
+
+
+def check_matrix(W: torch.Tensor, name: str) -> None:
+    if W.ndim != 2:
+        raise ShapeError(f"{name} must be a matrix, got shape {tuple(W.shape)}")
+
+
+def check_square(C: torch.Tensor, d: int, name: str) -> None:
+    """``C`` is (d, d)."""
+    if C.ndim != 2 or C.shape != (d, d):
+        raise ShapeError(f"{name} has shape {tuple(C.shape)}; it must be square ({d}, {d}) "
+                         f"to act on d_in={d}")
+
+
+def symmetry_tolerance(dtype: torch.dtype) -> float:
+    """Relative asymmetry accepted for an input of ``dtype``: sqrt(machine epsilon)."""
+    return float(torch.finfo(dtype).eps) ** 0.5
+
+
+def check_symmetric(C: torch.Tensor, name: str, dtype: torch.dtype) -> None:
+    """``max|C − Cᵀ| ≤ sqrt(eps(dtype))·max(1, max|C|)``; else :class:`NotPSDError`.
+
+    ``dtype`` is the dtype the caller passed (a float32 C0 may be asymmetric at 1e-7).
+    """
+    scale = max(1.0, float(C.abs().max())) if C.numel() else 1.0
+    gap = float((C - C.T).abs().max()) if C.numel() else 0.0
+    if gap > symmetry_tolerance(dtype) * scale:
+        raise NotPSDError(f"{name} is not symmetric (max |{name} − {name}ᵀ| = {gap:.3g}, "
+                          f"max |{name}| = {scale:.3g}); a second moment K0 K0ᵀ / N is "
+                          f"symmetric: symmetrise it with ({name} + {name}.T) / 2")
+
+
+def check_nonnegative(x: float, name: str, role: str) -> float:
+    """A penalty weight must be a finite number ≥ 0."""
+    x = float(x)
+    if not (x >= 0.0 and x != float("inf")):
+        raise NotPSDError(f"{name} = {x} makes the {role} penalty not positive semi-definite; "
+                          f"use a finite {name} ≥ 0")
+    return x

@@ -1,0 +1,51 @@
+"""AlphaEdit's projector onto the (near) null space of the preserved-key second moment C0."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from oteseq.ols._checks import check_nonnegative, check_square, check_symmetric, to_f64
+
+Mode = Literal["absolute", "relative", "energy"]
+
+
+def nullspace_projector(C0: torch.Tensor, threshold: float = 2e-2, *,
+                        mode: Mode = "absolute") -> tuple[torch.Tensor, int]:
+    """Projector ``P`` onto the directions of ``C0`` that preserved keys (almost) never use.
+
+    Makes ``‖Δ P K0‖² = tr(Δ P C0 P Δᵀ)·N`` small: updates ``Δ = Δ P`` barely move the outputs
+    on preserved keys. Closed form: ``C0 = U diag(λ) Uᵀ`` (``torch.linalg.eigh``, float64),
+    ``U0`` = eigenvectors kept, ``P = U0 U0ᵀ`` (symmetric, idempotent, ``rank = U0.shape[1]``).
+
+    Which eigenvectors are kept (``λ`` ascending):
+
+    - ``"absolute"``: ``λ < threshold`` — the AlphaEdit reference rule on the count-normalised
+      second moment ``C0 = K0 K0ᵀ / N`` (threshold 2e-2);
+    - ``"relative"``: ``λ < threshold · λ_max`` — scale free (the same ``P`` for ``c·C0``);
+    - ``"energy"``: the smallest eigenvalues whose sum is ≤ ``threshold · Σλ``; equivalently the
+      top directions holding ``(1 − threshold)`` of the eigen-mass are dropped.
+
+    Shapes: ``C0`` (d_in, d_in) symmetric → ``P`` (d_in, d_in) in ``C0``'s dtype, ``rank`` int.
+    """
+    if mode not in ("absolute", "relative", "energy"):
+        raise ValueError(f"mode={mode!r}: use 'absolute', 'relative' or 'energy'")
+    threshold = check_nonnegative(threshold, "threshold", "null-space")
+    (C,) = to_f64(C0=C0)
+    check_square(C, C.shape[0] if C.ndim == 2 else -1, "C0")
+    check_symmetric(C, "C0", C0.dtype)
+    eigenvalues, U = torch.linalg.eigh((C + C.T) / 2)  # ascending
+    keep = kept_directions(eigenvalues, threshold, mode)
+    U0 = U[:, keep]
+    return (U0 @ U0.T).to(C0.dtype), int(keep.sum())
+
+
+def kept_directions(eigenvalues: torch.Tensor, threshold: float, mode: Mode) -> torch.Tensor:
+    """Boolean mask over ascending ``eigenvalues``: which directions span the null space."""
+    if mode == "absolute":
+        return eigenvalues < threshold
+    if mode == "relative":
+        top = eigenvalues[-1].clamp(min=0.0) if eigenvalues.numel() else 0.0
+        return eigenvalues < threshold * top
+    mass = eigenvalues.clamp(min=0.0)
+    return mass.cumsum(0) <= threshold * mass.sum()
