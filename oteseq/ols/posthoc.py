@@ -7,7 +7,11 @@ from collections.abc import Callable
 import torch
 
 from oteseq.errors import ShapeError
-from oteseq.ols._checks import check_matrix, check_square, to_f64
+from oteseq.ols._checks import check_kv, check_matrix, check_square, check_symmetric, to_f64
+from oteseq.ols.linalg import solve_spd64
+
+PostHoc = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A post-hoc operator ``(Δ, W) -> Δ̂`` on an update."""
 
 
 def _same_shape(delta: torch.Tensor, W: torch.Tensor) -> None:
@@ -67,4 +71,34 @@ def rect(delta: torch.Tensor, W: torch.Tensor, keep: float = 0.2) -> torch.Tenso
     return torch.where(mask.view_as(D), D, torch.zeros_like(D)).to(delta.dtype)
 
 
-PostHoc = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+def error_feedback_step(W: torch.Tensor, A: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+                        E: torch.Tensor | None, op: PostHoc) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sequential step with a post-hoc operator whose error is fed into the next step.
+
+    Solves ``Δ A = R Kᵀ − E`` (``R = V − W K``; ``A`` already contains this batch's ``K Kᵀ``,
+    the earlier keys and ``lam C0``), applies the operator ``Δ̂ = op(Δ, W)`` and returns
+    ``(Δ̂, E_new)`` with ``E_new = (Δ̂ − Δ) A``; ``E_new`` replaces ``E`` (not accumulated).
+
+    Why it re-aligns: let ``W̄_t = W_{t−1} + Δ_t`` (the weights without the last truncation).
+    Then ``W̄_t A_t = W̄_{t−1} A_{t−1} + V_t K_tᵀ`` — the OTE recursion — so ``W̄_t`` is the OTE
+    solution and ``W_t = W^OTE_t + (Δ̂_t − Δ_t)``: only the last truncation error stays.
+    Without feedback (``E = 0`` every step) the truncation errors accumulate.
+
+    Shapes: ``W`` (d_out, d_in), ``A`` (d_in, d_in) SPD, ``K`` (d_in, n), ``V`` (d_out, n),
+    ``E`` (d_out, d_in) or ``None`` (zero), ``op`` a callable ``(Δ, W) -> Δ̂`` such as
+    :func:`prune`, :func:`rect` or ``functools.partial(rect, keep=0.4)`` → ``Δ̂`` (d_out, d_in)
+    in ``W``'s dtype, ``E_new`` (d_out, d_in) in ``A``'s dtype (keep ``A`` in float64).
+    """
+    W64, A64, K64, V64, E64 = to_f64(W=W, A=A, K=K, V=V, E=E)
+    check_kv(W64, K64, V64)
+    check_square(A64, W64.shape[1], "A")
+    check_symmetric(A64, "A", A.dtype)
+    rhs = (V64 - W64 @ K64) @ K64.T
+    if E64 is not None:
+        _same_shape(E64, W64)
+        rhs = rhs - E64
+    delta = solve_spd64(A64, rhs)
+    delta_hat = op(delta, W64).to(torch.float64)
+    _same_shape(delta_hat, W64)
+    return delta_hat.to(W.dtype), ((delta_hat - delta) @ A64).to(A.dtype)
