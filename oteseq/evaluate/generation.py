@@ -1,0 +1,191 @@
+"""Generation metrics of CounterFact: fluency (n-gram entropy) and consistency (TF-IDF cosine).
+
+Text is produced like ROME's ``generate_fast``: one text per generation prompt, top-k sampling
+with k = 5 (softmax, keep the 5 largest probabilities, renormalise, sample) until the text is
+``max_length`` = 100 tokens long *including* the prompt, no stop at end-of-text; the returned
+text includes the prompt, NFKD-normalised with ``"\\n\\n"`` replaced by a space. Here sampling
+uses a seeded ``torch.Generator`` (no global RNG state is touched) and is batched with left
+padding and a KV cache.
+
+Word tokenisation: ``nltk.word_tokenize`` needs the punkt model, which cannot be downloaded
+offline. We split sentences with a regular expression (``.``, ``!`` or ``?`` followed by white
+space — punkt without its abbreviation list) and tokenise each with ``NLTKWordTokenizer``, the
+word step that ``word_tokenize`` itself applies (no data files needed).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import unicodedata
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .scoring import model_device, pad_id
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _cache_keyword(model) -> str:
+    """The name of the KV-cache argument and output: ``cache`` (transformers ≥ 5.2x) or the
+    older ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def _generate_chunk(model, prompt_ids: list[list[int]], n_new: int, pad: int, *,
+                    top_k: int | None, generator: torch.Generator | None) -> list[list[int]]:
+    """``n_new`` tokens after each (left-padded) prompt; top-k sampling, or greedy if None."""
+    device = model_device(model)
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompt_ids):
+        ids[i, width - len(p):] = torch.as_tensor(p)
+        mask[i, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache_kw = _cache_keyword(model)
+    past, new_tokens, step_ids = None, [], ids
+    for _ in range(n_new):
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                    use_cache=True, **{cache_kw: past})
+        past, logits = out[cache_kw], out.logits[:, -1].float()
+        if top_k is None:
+            token = logits.argmax(-1)
+        else:
+            top_p, top_i = torch.softmax(logits, -1).topk(top_k, dim=-1)
+            pick = torch.multinomial(top_p / top_p.sum(-1, keepdim=True), 1, generator=generator)
+            token = top_i.gather(1, pick)[:, 0]
+        new_tokens.append(token)
+        step_ids, positions = token[:, None], positions[:, -1:] + 1
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    return torch.stack(new_tokens, 1).tolist() if new_tokens else [[] for _ in prompt_ids]
+
+
+def generate(model, tok, prompts: Sequence[str], *, max_length: int | None = 100,
+             max_new_tokens: int | None = None, top_k: int | None = 5, seed: int = 0,
+             batch_size: int = 64) -> list[list[int]]:
+    """New token ids after each prompt: top-k sampling (greedy when ``top_k=None``).
+
+    Each sequence grows to ``max_length`` tokens including its prompt, or by ``max_new_tokens``.
+    Deterministic given ``seed`` and the batch composition.
+    """
+    encoded = [list(tok(p)["input_ids"]) for p in prompts]
+    budgets = [max_new_tokens if max_new_tokens is not None else max(0, max_length - len(p))
+               for p in encoded]
+    generator = None
+    if top_k is not None:
+        generator = torch.Generator(device=model_device(model)).manual_seed(seed)
+    out: list[list[int]] = []
+    for start in range(0, len(encoded), batch_size):
+        chunk, chunk_budgets = encoded[start:start + batch_size], budgets[start:start + batch_size]
+        rows = _generate_chunk(model, chunk, max(chunk_budgets, default=0), pad_id(tok),
+                               top_k=top_k, generator=generator)
+        out += [row[:budget] for row, budget in zip(rows, chunk_budgets)]
+    return out
+
+
+def generate_texts(model, tok, prompts: Sequence[str], *, max_length: int = 100, top_k: int = 5,
+                   seed: int = 0, batch_size: int = 64) -> list[str]:
+    """One sampled text per prompt, prompt included, post-processed as ROME does."""
+    new = generate(model, tok, prompts, max_length=max_length, top_k=top_k, seed=seed,
+                   batch_size=batch_size)
+    texts = [tok.decode(list(tok(p)["input_ids"]) + n, skip_special_tokens=True)
+             for p, n in zip(prompts, new)]
+    return [unicodedata.normalize("NFKD", t).replace("\n\n", " ") for t in texts]
+
+
+def word_tokens(text: str) -> list[str]:
+    """Words of ``text``: regex sentence split, then nltk's NLTKWordTokenizer (offline)."""
+    from nltk.tokenize import NLTKWordTokenizer
+    tokenizer = NLTKWordTokenizer()
+    return [w for sentence in _SENTENCE_END.split(text) if sentence
+            for w in tokenizer.tokenize(sentence)]
+
+
+def ngram_entropy(text: str, ns: Sequence[int] = (2, 3),
+                  weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
+    """mean_n(w_n · H_n) in bits, H_n = −Σ_g f_g log₂ f_g over the n-gram frequencies f of text.
+
+    With the defaults (2/3·H₂ + 4/3·H₃)/2, ROME's ``compute_n_gram_entropy``; a text with fewer
+    than n words contributes H_n = 0 as in the reference.
+    """
+    words = word_tokens(text)
+    weighted = []
+    for n, weight in zip(ns, weights):
+        counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        total = sum(counts.values())
+        entropy = -sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
+        weighted.append(weight * entropy)
+    return sum(weighted) / len(weighted)
+
+
+def fit_tfidf(texts: Sequence[str]):
+    """A TfidfVectorizer (sklearn defaults) fitted on ``texts``: the reference's fallback."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    return TfidfVectorizer().fit(list(texts))
+
+
+def tfidf_vectorizer(idf: np.ndarray, vocabulary: Mapping[str, int]):
+    """The reference's TfidfVectorizer rebuilt from ``idf.npy`` and ``tfidf_vocab.json``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    vectorizer = TfidfVectorizer()
+    vectorizer.vocabulary_ = dict(vocabulary)
+    vectorizer.idf_ = np.asarray(idf, dtype=np.float64)
+    return vectorizer
+
+
+def tfidf_similarity(text_a: str, text_b: str, vectorizer) -> float:
+    """Cosine of the TF-IDF vectors of two texts; nan if either vector is zero."""
+    encoded = vectorizer.transform([text_a, text_b]).toarray()
+    norms = np.linalg.norm(encoded, axis=1)
+    if not norms.all():
+        return math.nan
+    return float(encoded[0] @ encoded[1] / norms[0] / norms[1])
+
+
+def consistency_texts(record: Mapping[str, Any], snippets) -> list[str]:
+    """Snippet texts about *other* subjects with the record's (relation_id, target_new.id)."""
+    rw = record["requested_rewrite"]
+    samples = snippets.get(rw["relation_id"], {}).get(rw["target_new"].get("id"), [])
+    return [s["text"] for s in samples if s["name"] != rw["subject"]]
+
+
+def fluency_and_consistency(model, tok, records: Sequence[Mapping[str, Any]], *, snippets=None,
+                            tfidf=None, seed: int = 0, batch_size: int = 64
+                            ) -> tuple[list[dict[str, float]], str | None]:
+    """Per record ``fluency`` (mean n-gram entropy of its texts ×100) and ``consistency``.
+
+    All generation prompts of all records are sampled together. Consistency needs ``snippets``
+    (nested ``{relation_id: {target_id: [{"name", "text"}]}}``); without them it is nan and the
+    returned note says why.
+    """
+    prompts = [p for r in records for p in r.get("generation_prompts", [])]
+    texts = iter(generate_texts(model, tok, prompts, seed=seed, batch_size=batch_size))
+    note = None
+    if snippets is None:
+        note = ("consistency skipped: pass snippets=oteseq.data.attribute_snippets() (and "
+                "tfidf=oteseq.data.tfidf()), or the toy world's snippets")
+    elif tfidf is None:
+        tfidf = fit_tfidf([s["text"] for by_target in snippets.values()
+                           for samples in by_target.values() for s in samples])
+    rows = []
+    for record in records:
+        own = [next(texts) for _ in record.get("generation_prompts", [])]
+        fluency = 100 * sum(map(ngram_entropy, own)) / len(own) if own else math.nan
+        consistency = math.nan
+        if snippets is not None and own:
+            reference = consistency_texts(record, snippets)
+            consistency = tfidf_similarity(" ".join(own), " ".join(reference), tfidf) \
+                if reference else math.nan
+        rows.append({"fluency": fluency, "consistency": consistency})
+    return rows, note
+
+
+__all__ = ["consistency_texts", "fit_tfidf", "fluency_and_consistency", "generate",
+           "generate_texts", "ngram_entropy", "tfidf_similarity", "tfidf_vectorizer",
+           "word_tokens"]

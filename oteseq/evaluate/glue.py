@@ -1,0 +1,150 @@
+"""General ability: the zero-shot "GLUE" suite of the editing lineage (editing-anchors §6.4).
+
+Six tasks, each a prompt template and a set of answer words (the table below is the reference's
+``glue_eval``). Two scoring modes per example:
+
+* ``generation``: greedy decoding of ``gen_len`` = 5 new tokens (stopping at end-of-text), then
+  a case-insensitive substring test of the new text for each answer word in the listed order
+  (so "yes" wins over "no" when both occur, as in the reference); MMLU takes a letter A–D standing
+  alone at the start. No match → prediction −1, "invalid", counted wrong.
+* ``likelihood``: the answer word with the largest exp(−mean-token NLL) of ``" " + word`` after
+  the prompt (never invalid).
+
+Metrics per mode: ``accuracy`` = correct / n, ``f1`` (sklearn weighted F1), ``mcc`` (Matthews),
+``correct``, ``incorrect``, ``invalid``. The reference's ``f1`` is our ``generation`` f1 and its
+``f1_new`` our ``likelihood`` f1.
+
+**RTE polarity.** In GLUE RTE label 0 = entailment and 1 = not_entailment. The answer "True"
+(the premise does entail the hypothesis) is therefore label 0 here. The reference lineage maps
+"True" → 1 and so scores RTE with inverted polarity; numbers from that code are not comparable.
+NLI items use 1 = entailment (the reference's "entailment" → 1), so there "True" → 1.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import OteseqError
+from .generation import generate
+from .scoring import continuation_nll
+
+TASKS = ("sst2", "mrpc", "cola", "rte", "mmlu", "nli")
+_LETTER = re.compile(r"^\(?([ABCD])\)?(?![A-Za-z])")
+
+
+def _mmlu_prompt(x: Mapping[str, Any]) -> str:
+    options = "".join(f"({letter}) {choice}\n" for letter, choice in zip("ABCD", x["choices"]))
+    return f"Question: {x['question']}\n{options}Answer:"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A zero-shot task: how to write the prompt and which word answers which label."""
+
+    name: str
+    prompt: Callable[[Mapping[str, Any]], str]
+    answers: tuple[tuple[str, int], ...]  # (answer word, label), in parsing order
+
+    def parse(self, text: str) -> int:
+        """The label named by a generated text, or −1 when it names none."""
+        if self.name == "mmlu":
+            found = _LETTER.match(text.strip())
+            return "ABCD".index(found.group(1)) if found else -1
+        lowered = text.lower()
+        return next((label for word, label in self.answers if word.lower() in lowered), -1)
+
+
+SPECS = {
+    "sst2": Task("sst2", lambda x: f"Review :{x['sentence']}\nSentiment :",
+                 (("positive", 1), ("negative", 0))),
+    "mrpc": Task("mrpc", lambda x: ("Are the sentences paraphrases of each other.\n"
+                                    f"Sentence 1: {x['sentence1']}\nSentence 2: {x['sentence2']}"
+                                    "\nAnswer:"), (("Yes", 1), ("No", 0))),
+    "cola": Task("cola", lambda x: ("Is this sentence linguistically acceptable?\n"
+                                    f"Sentence: {x['sentence']}\nAnswer: "), (("Yes", 1), ("No", 0))),
+    "rte": Task("rte", lambda x: f"{x['sentence1']}\nquestion: {x['sentence2']} True or False?\n"
+                                 "answer:", (("True", 0), ("False", 1))),
+    "nli": Task("nli", lambda x: f"{x['sentence1']} entails the {x['sentence2']} True or False? "
+                                 "Answer:", (("True", 1), ("False", 0))),
+    "mmlu": Task("mmlu", _mmlu_prompt, tuple((letter, i) for i, letter in enumerate("ABCD"))),
+}
+
+
+def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+    """accuracy, weighted F1, MCC and correct/incorrect/invalid counts (−1 = invalid)."""
+    from sklearn.metrics import f1_score, matthews_corrcoef
+    correct = sum(p == y for p, y in zip(predictions, labels))
+    invalid = sum(p == -1 for p in predictions)
+    return {"accuracy": correct / len(labels) if labels else float("nan"),
+            "f1": float(f1_score(labels, predictions, average="weighted", zero_division=0)),
+            "mcc": float(matthews_corrcoef(labels, predictions)),
+            "correct": correct, "incorrect": len(labels) - correct - invalid, "invalid": invalid}
+
+
+def _generated_predictions(model, tok, task: Task, prompts, gen_len: int, batch_size: int):
+    new = generate(model, tok, prompts, max_new_tokens=gen_len, top_k=None,
+                   batch_size=batch_size)
+    eos = tok.eos_token_id
+    cut = [ids[:ids.index(eos)] if eos in ids else ids for ids in new]
+    return [task.parse(tok.decode(ids, skip_special_tokens=True)) for ids in cut]
+
+
+def _likelihood_predictions(model, tok, task: Task, prompts, batch_size: int):
+    words = [" " + word for word, _ in task.answers]
+    nll = continuation_nll(model, tok, [p for p in prompts for _ in words], words * len(prompts),
+                           batch_size=batch_size).view(len(prompts), len(words))
+    return [task.answers[int(i)][1] for i in (-nll).exp().argmax(-1)]
+
+
+def evaluate_task(model, tok, task: str, items: Sequence[Mapping[str, Any]], *,
+                  mode: str = "both", gen_len: int = 5, batch_size: int = 32) -> dict[str, Any]:
+    """Metrics of one task on ``items`` (dicts with the task's fields and an int ``label``)."""
+    spec = SPECS[task]
+    prompts = [spec.prompt(x) for x in items]
+    labels = [int(x["label"]) for x in items]
+    out: dict[str, Any] = {"n": len(items)}
+    if mode in ("both", "generation"):
+        preds = _generated_predictions(model, tok, spec, prompts, gen_len, batch_size)
+        out["generation"] = classification_metrics(labels, preds)
+    if mode in ("both", "likelihood"):
+        preds = _likelihood_predictions(model, tok, spec, prompts, batch_size)
+        out["likelihood"] = classification_metrics(labels, preds)
+    return out
+
+
+def general_ability(model, tok, tasks: Sequence[str] = TASKS, *, data=None, n: int = 100,
+                    mode: str = "both", gen_len: int = 5, batch_size: int = 32) -> dict[str, Any]:
+    """Zero-shot accuracy / F1 / MCC of ``model`` on the GLUE-style suite, per task and mode.
+
+    ``data`` maps a task to its test items; by default ``oteseq.data.glue(task)`` (which
+    downloads once and drops the 10 items the reference reserves for few-shot examples). The
+    first ``n`` items are used. ``mode`` is "both", "generation" or "likelihood".
+    ``data="toy"`` delegates to ``oteseq.toy.general_ability(model, tok)`` (toy-world recall
+    and perplexity, the CI-scale stand-in). See the module docstring for RTE's label polarity.
+    """
+    if mode not in ("both", "generation", "likelihood"):
+        raise ValueError(f"mode={mode!r}; use 'both', 'generation' or 'likelihood'")
+    if isinstance(data, str) and data == "toy":
+        from .. import toy
+        if not hasattr(toy, "general_ability"):
+            raise OteseqError("oteseq.toy.general_ability is missing; update oteseq or pass "
+                              "GLUE data through data={task: items}")
+        return toy.general_ability(model, tok)
+    unknown = [t for t in tasks if t not in SPECS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; known: {list(SPECS)}")
+    results = {}
+    for task in tasks:
+        if data is not None:
+            items = data[task]
+        else:
+            from ..data import glue as load_glue
+            items = load_glue(task)
+        results[task] = evaluate_task(model, tok, task, list(items)[:n], mode=mode,
+                                      gen_len=gen_len, batch_size=batch_size)
+    return results
+
+
+__all__ = ["SPECS", "TASKS", "Task", "classification_metrics", "evaluate_task",
+           "general_ability"]
