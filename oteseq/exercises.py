@@ -238,3 +238,25 @@ def check_reparam_step(fn: Callable) -> None:
                 hint="with B = Bᵀ = B² the normal equations are Δ (B M B) = R Kᵀ B with "
                      "M = K Kᵀ + K_p K_pᵀ + G; B M B is singular, so add (I − B) to it "
                      "before solving.", view=lambda x, a: x @ a["B"])
+
+
+# ----------------------------------------------------- chapter checks kept in their own modules
+
+
+def _chapter_checks() -> dict[str, Callable]:
+    """``check_*`` functions of :mod:`oteseq.exercise_checks` chapter modules (``chNN``)."""
+    import importlib
+    import pkgutil
+
+    import oteseq.exercise_checks as package
+
+    found = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("ch"):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            found.update({name: getattr(module, name) for name in dir(module)
+                          if name.startswith("check_") and callable(getattr(module, name))})
+    return found
+
+
+globals().update({name: fn for name, fn in _chapter_checks().items() if name not in globals()})

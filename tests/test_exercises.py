@@ -62,7 +62,8 @@ WRONG = {  # a plausible mistake for each
 
 
 def test_every_check_is_covered():
-    public = {name for name in dir(exercises) if name.startswith("check_")}
+    public = {name for name in dir(exercises) if name.startswith("check_")
+              and getattr(exercises, name).__module__ == exercises.__name__}
     assert public == set(CORRECT) == set(WRONG)
 
 
@@ -108,3 +109,9 @@ def test_numpy_answers_are_accepted_half_precision_is_not():
 def test_nan_is_rejected():
     with pytest.raises(AssertionError, match="relative error"):
         exercises.check_se_step(lambda *a: se_step(*a) * float("nan"))
+
+
+def test_chapter_module_checks_are_re_exported():
+    chapter_checks = exercises._chapter_checks()
+    for name, fn in chapter_checks.items():
+        assert getattr(exercises, name) is fn
