@@ -1,0 +1,99 @@
+"""The linear algebra of one memory step: base matrix, Woodbury up/downdates, dense refresh.
+
+Notation (DESIGN.md §1): the normal matrix is ``A = A0 + Σ B Bᵀ`` over the active constraints,
+with ``A0 = lam C0 + alpha I`` and ``B = K`` — or, with an AlphaEdit projector ``P``,
+``A0 = alpha I + lam P C0 P`` and ``B = P K`` (ridge regression on projected keys). One step
+adds the columns ``B_a`` and removes ``B_r``: ``A' = A + B_s S B_sᵀ`` with ``B_s = [B_a, B_r]``
+and signs ``S = diag(+1…, −1…)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from oteseq.ols.linalg import cholesky
+
+
+def base_matrix(C0: torch.Tensor, lam: float, ridge: float,
+                P: torch.Tensor | None) -> torch.Tensor:
+    """``A0``: the part of the normal matrix that no constraint contributes.
+
+    Closed form: ``lam C0 + ridge I`` without a projector, ``ridge I + lam P C0 P`` with one.
+    Shapes: ``C0`` (d, d), ``P`` (d, d) or ``None`` → (d, d) float64.
+    """
+    eye = torch.eye(C0.shape[0], dtype=C0.dtype, device=C0.device)
+    preserved = C0 if P is None else P @ C0 @ P
+    A0 = lam * preserved + ridge * eye
+    return (A0 + A0.T) / 2
+
+
+def project(K: torch.Tensor, P: torch.Tensor | None) -> torch.Tensor:
+    """The keys as they enter the normal matrix: ``B = P K`` (or ``K``). (d, n) → (d, n)."""
+    return K if P is None else P @ K
+
+
+def apply_normal(A0: torch.Tensor, P: torch.Tensor | None, K: torch.Tensor,
+                 Y: torch.Tensor) -> torch.Tensor:
+    """``A Y`` without forming ``A = A0 + (P K)(P K)ᵀ``: O(d² r + d n r) for ``Y`` (d, r)."""
+    PY = project(Y, P)
+    return A0 @ Y + project(K @ (K.T @ PY), P)
+
+
+def dense_factor(A0: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ``(L, A⁻¹)`` of ``A = A0 + B Bᵀ`` by Cholesky (an O(d³) refresh).
+
+    Raises :class:`~oteseq.errors.SingularSystemError` when ``A`` is singular (e.g. ``lam = 0``,
+    no ridge and fewer independent keys than ``d_in``). Shapes: ``B`` (d, n) → (d, d), (d, d).
+    """
+    A = torch.addmm(A0, B, B.T)
+    L = cholesky(A, name="A = lam·C0 + ridge·I + Σ K Kᵀ")
+    return L, torch.cholesky_inverse(L)
+
+
+@dataclass(frozen=True)
+class Woodbury:
+    """``X = A'⁻¹ B_s`` and, when asked for, ``A'⁻¹`` itself; ``cond`` of the small system."""
+
+    X: torch.Tensor
+    A_inv: torch.Tensor | None
+    cond: float
+
+
+def woodbury(A_inv: torch.Tensor, U: torch.Tensor, B: torch.Tensor, signs: torch.Tensor,
+             need_inverse: bool) -> Woodbury | None:
+    """Rank-m update/downdate of an inverse: ``(A + B S Bᵀ)⁻¹`` from ``A⁻¹`` in O(d² m).
+
+    Closed form, with ``U = A⁻¹ B`` and the capacitance ``C = S + Bᵀ U`` (m, m):
+    ``(A + B S Bᵀ)⁻¹ = A⁻¹ − U C⁻¹ Uᵀ`` and ``(A + B S Bᵀ)⁻¹ B = U C⁻¹ S``.
+    ``A'`` stays positive definite iff ``C`` has as many negative eigenvalues as ``S`` has −1
+    (Haynsworth inertia); returns ``None`` when it does not or ``C`` is nearly singular, and the
+    caller falls back to an exact factorisation (which names the problem if there is one).
+    Shapes: ``A_inv`` (d, d), ``U``, ``B`` (d, m), ``signs`` (m,) of ±1.
+    """
+    C = torch.diag(signs) + B.T @ U
+    C = (C + C.T) / 2
+    eigenvalues = torch.linalg.eigvalsh(C)
+    magnitude = eigenvalues.abs()
+    if int((eigenvalues < 0).sum()) != int((signs < 0).sum()) or \
+            float(magnitude.min()) <= 1e-12 * float(magnitude.max()):
+        return None
+    C_inv_Ut = torch.linalg.solve(C, U.T)                          # (m, d)
+    X = C_inv_Ut.T * signs
+    A_inv_new = torch.addmm(A_inv, U, C_inv_Ut, alpha=-1.0) if need_inverse else None
+    return Woodbury(X, A_inv_new, float(magnitude.max() / magnitude.min()))
+
+
+def drift(A0: torch.Tensor, P: torch.Tensor | None, K_active: torch.Tensor, U: torch.Tensor,
+          B: torch.Tensor) -> float:
+    """How far the maintained inverse is from ``A⁻¹``: ``‖A (A⁻¹ b) − b‖ / ‖b‖``, ``b = B·1``.
+
+    ``U = A_inv B`` is already computed by the step, so the check costs one product with ``A``
+    (O(d² + d n)). Exact arithmetic gives 0; a fresh Cholesky inverse gives about eps·cond(A).
+    """
+    b = B.sum(dim=1, keepdim=True)
+    scale = float(torch.linalg.norm(b))
+    if scale == 0.0:
+        return 0.0
+    residual = apply_normal(A0, P, K_active, U.sum(dim=1, keepdim=True)) - b
+    return float(torch.linalg.norm(residual)) / scale

@@ -1,0 +1,228 @@
+"""``LinearMemory``: one edited matrix ``W`` and the constraints its edits have accumulated."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from oteseq.errors import ConflictError, NonFiniteError, OteseqError, ShapeError, UnknownIdError
+from oteseq.memory import _algebra as alg
+from oteseq.memory import _state
+from oteseq.memory._config import (DEFAULT_REFRESH_EVERY, EditReport, MemoryOptions,
+                                   make_options, nonnegative)
+from oteseq.memory._inputs import (Id, check_batch, check_ids, check_projector,
+                                   check_second_moment, check_weight, retract_ids)
+from oteseq.memory._state import MemoryState
+from oteseq.memory._step import step
+from oteseq.memory._store import ConstraintStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which columns of a call enter the system and which active rows leave it."""
+
+    keep: list[int]
+    ids: list[Id]
+    remove_rows: list[int]
+    report: dict
+
+
+class LinearMemory:
+    """One edited matrix and its accumulated constraints: sequential editing as least squares.
+
+    With ``accumulate=True`` (MEMIT-seq) the weight always solves the one-time-editing (OTE)
+    normal equations over the active constraints, ``W A = W0 A0 + Σ V Kᵀ`` with
+    ``A = A0 + Σ K Kᵀ`` and ``A0 = lam C0 + ridge I`` — whatever the batches, retractions and
+    replacements that led there. In general ``W = W0 + Σ (V − W0 K) Bᵀ A⁻¹``, ``A = A0 + Σ B Bᵀ``,
+    ``B = K``; with a
+    projector ``P`` it is AlphaEdit, ridge regression on ``B = P K`` with
+    ``A0 = ridge I + lam P C0 P``. ``accumulate=False`` is plain MEMIT applied batch after batch
+    (``A_t = A0 + B_t B_tᵀ``). ``post`` ("prune", "rect" or a callable ``(Δ, W) -> Δ̂``) modifies
+    each step's update; ``error_feedback`` solves ``Δ A = R Bᵀ − E`` and keeps
+    ``E = (Δ̂ − Δ) A`` (the reference ``_err`` variants also add ``I`` to ``A``: pass
+    ``ridge=1.0`` for that).
+
+    A step with ``m`` key columns costs O(d_in² m): the inverse of ``A`` is kept up to date by
+    Woodbury up/downdates and recomputed exactly (Cholesky; ``W`` too when it is the exact OTE)
+    every ``refresh_every`` steps, whenever a cheap drift check asks for it, and whenever a
+    downdate leaves the small Woodbury system ill-conditioned.
+
+    Every operation is atomic: on any exception the memory is exactly as before.
+    """
+
+    def __init__(self, W0: torch.Tensor, C0: torch.Tensor, lam: float, *, accumulate: bool = True,
+                 projection: torch.Tensor | None = None, ridge: float = 0.0, post=None,
+                 error_feedback: bool = False, on_conflict: str = "replace",
+                 refresh_every: int | None = DEFAULT_REFRESH_EVERY) -> None:
+        options = make_options(accumulate=accumulate, ridge=ridge, post=post,
+                               error_feedback=error_feedback, on_conflict=on_conflict,
+                               refresh_every=refresh_every)
+        lam = nonnegative(lam, "lam")
+        W = check_weight(W0)
+        d_out, d_in = W.shape
+        C = check_second_moment(C0, d_in, W.device)
+        P = None if projection is None else check_projector(projection, d_in, W.device)
+        A0 = alg.base_matrix(C, lam, options.ridge, P)
+        self._state = MemoryState(
+            W0=W, dtype=W0.dtype, lam=lam, options=options, A0=A0, P=P, W=W.clone(),
+            A_inv=_initial_inverse(A0), E=torch.zeros_like(W) if error_feedback else None,
+            store=ConstraintStore.empty(d_in, d_out, W.device, keep_values=accumulate))
+        self.last_report: EditReport | None = None
+
+    # ----------------------------------------------------------------- read-only views
+    @property
+    def W(self) -> torch.Tensor:
+        """The edited weight (d_out, d_in) in ``W0``'s dtype (a copy)."""
+        return self._state.W.to(self._state.dtype, copy=True)
+
+    @property
+    def W64(self) -> torch.Tensor:
+        """The float64 master copy of the edited weight (a copy)."""
+        return self._state.W.clone()
+
+    @property
+    def options(self) -> MemoryOptions:
+        return self._state.options
+
+    @property
+    def lam(self) -> float:
+        return self._state.lam
+
+    @property
+    def ids(self) -> list[Id]:
+        """Active ids, each once, in order of first insertion."""
+        return self._state.store.ids()
+
+    @property
+    def n_constraints(self) -> int:
+        """Active constraint columns (an id edited twice under "accumulate" counts twice)."""
+        return self._state.store.n_active
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._state.store.index
+
+    def __repr__(self) -> str:
+        s = self._state
+        return (f"LinearMemory(d_out={s.W.shape[0]}, d_in={s.W.shape[1]}, lam={s.lam}, "
+                f"constraints={s.store.n_active}, steps={s.steps}, options={s.options})")
+
+    # ----------------------------------------------------------------- edit / retract
+    def edit(self, K: torch.Tensor, V: torch.Tensor, ids: list[Id] | None = None) -> torch.Tensor:
+        """Add the constraints ``W k_j ≈ v_j`` (columns of ``K`` (d_in, n), ``V`` (d_out, n)).
+
+        Returns the update ``Δ`` (d_out, d_in, float64) that was added to ``W``. ``ids`` names
+        each column (default ``"edit-<n>"``); an id already active is handled by
+        ``on_conflict``. The outcome is in :attr:`last_report`.
+        """
+        st = self._state
+        K64, V64 = check_batch(K, V, st.W0.shape[1], st.W0.shape[0], st.W0.device)
+        n = K64.shape[1]
+        next_auto = st.next_auto
+        if ids is None:
+            ids, next_auto = _auto_ids(st.store, n, next_auto)
+        else:
+            ids = check_ids(ids, n)
+        plan = _plan_edit(st, ids)
+        return self._run(st.with_(next_auto=next_auto), K64[:, plan.keep], V64[:, plan.keep],
+                         plan)
+
+    def retract(self, ids) -> torch.Tensor:
+        """Remove every constraint of ``ids`` exactly; returns the update ``Δ`` applied to ``W``.
+
+        Afterwards ``W`` is the OTE over the remaining constraints (``accumulate=True`` only).
+        """
+        st = self._state
+        if not st.options.accumulate:
+            raise OteseqError("retract needs accumulate=True: with accumulate=False the memory "
+                              "keeps no past constraints in its system, so there is nothing to "
+                              "remove exactly; rebuild the memory or use accumulate=True")
+        ids = retract_ids(ids)
+        unknown = [x for x in ids if x not in st.store.index]
+        if unknown:
+            raise UnknownIdError(f"no active constraint has id(s) {unknown!r}; active ids are "
+                                 f"listed in mem.ids — nothing was retracted")
+        rows = st.store.rows_of(ids)
+        empty = st.W0.new_zeros(st.W0.shape[1], 0)
+        plan = _Plan([], [], rows, {"retracted": tuple(ids)})
+        return self._run(st, empty, st.W0.new_zeros(st.W0.shape[0], 0), plan)
+
+    def _run(self, st: MemoryState, K: torch.Tensor, V: torch.Tensor, plan: _Plan) -> torch.Tensor:
+        new, delta, report = step(st, K, V, plan.ids, plan.remove_rows, plan.report)
+        self._state, self.last_report = new, report  # the commit: nothing before this mutates
+        return delta
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """``{"tensors": {...}, "metadata": {...}}`` (JSON-able metadata, tensor copies)."""
+        return _state.state_dict(self._state)
+
+    def load_state_dict(self, d: dict) -> None:
+        """Continue from a :meth:`state_dict`; :class:`StateMismatchError` if it does not fit."""
+        _state.check_compatible(d, self._state)
+        new = _state.from_state_dict(d, self._state.options, self._state.W0.device)
+        self._state, self.last_report = new, None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``path/memory.safetensors`` and ``path/memory.json`` (never pickle)."""
+        _state.save_files(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LinearMemory:
+        """The memory saved in ``path`` by :meth:`save`, on ``device``."""
+        d = _state.load_files(path, device)
+        o = d["metadata"].get("options", {})
+        options = make_options(**{k: o.get(k) for k in ("accumulate", "ridge", "post",
+                                                          "error_feedback", "on_conflict",
+                                                          "refresh_every")})
+        memory = cls.__new__(cls)
+        memory._state = _state.from_state_dict(d, options, torch.device(device))
+        memory.last_report = None
+        return memory
+
+
+def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:
+    """``A0⁻¹``, or ``None`` while ``A0`` is singular (e.g. ``lam = 0`` and no ridge)."""
+    from oteseq.errors import SingularSystemError
+
+    if A0.shape[0] == 0 or not bool(A0.any()):
+        return None
+    try:
+        return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1]
+    except SingularSystemError:
+        return None
+
+
+def _auto_ids(store: ConstraintStore, n: int, next_auto: int) -> tuple[list[Id], int]:
+    """``"edit-<n>"`` ids that no active constraint uses."""
+    ids = []
+    while len(ids) < n:
+        candidate = f"edit-{next_auto}"
+        next_auto += 1
+        if candidate not in store.index:
+            ids.append(candidate)
+    return ids, next_auto
+
+
+def _plan_edit(st: MemoryState, ids: list[Id]) -> _Plan:
+    """Apply ``on_conflict`` to a call's ids: what to keep, what to remove, what to report."""
+    policy, index = st.options.on_conflict, st.store.index
+    unique = list(dict.fromkeys(ids))
+    conflicts = tuple(x for x in unique if x in index)
+    duplicates = tuple(x for x in unique if ids.count(x) > 1)
+    if policy == "error" and (conflicts or duplicates):
+        raise ConflictError(f"id(s) {list(conflicts + duplicates)!r} are already active or "
+                            f"repeated in this call and on_conflict='error'; retract them first, "
+                            f"or use on_conflict='replace' (latest wins) / 'accumulate'")
+    if policy == "accumulate":
+        return _Plan(list(range(len(ids))), ids, [], {"conflicts": conflicts})
+    last = {x: j for j, x in enumerate(ids)}
+    keep = sorted(last.values())
+    if duplicates:
+        logger.warning("ids %r were given more than once in one edit call; the last column of "
+                       "each wins (on_conflict='replace')", list(duplicates))
+    report = {"conflicts": conflicts, "replaced": conflicts, "duplicates_dropped": duplicates}
+    return _Plan(keep, [ids[j] for j in keep], st.store.rows_of(list(conflicts)), report)

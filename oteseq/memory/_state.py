@@ -1,0 +1,166 @@
+"""What a memory holds, and its round trip through ``state_dict`` and a safetensors + JSON save.
+
+The whole state is one frozen :class:`MemoryState`; a step builds a new one and commits it with a
+single assignment, so a failure at any point leaves the memory exactly as it was.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from oteseq.errors import OteseqError, StateMismatchError
+from oteseq.memory._config import MemoryOptions
+from oteseq.memory._inputs import id_from_json, id_to_json
+from oteseq.memory._store import ConstraintStore
+
+FORMAT, VERSION = "oteseq.LinearMemory", 1
+TENSORS, METADATA = "memory.safetensors", "memory.json"
+
+
+@dataclass(frozen=True)
+class MemoryState:
+    """Everything a memory holds; ``W`` and all matrices are float64 on ``W0``'s device."""
+
+    W0: torch.Tensor                 # (d_out, d_in) pre-edit weight
+    dtype: torch.dtype               # dtype of the W0 the caller gave (mem.W is returned in it)
+    lam: float
+    options: MemoryOptions
+    A0: torch.Tensor                 # (d_in, d_in) lam C0 + ridge I (or ridge I + lam P C0 P)
+    P: torch.Tensor | None           # (d_in, d_in) AlphaEdit projector
+    W: torch.Tensor                  # (d_out, d_in) master copy of the edited weight
+    A_inv: torch.Tensor | None       # inverse of A (accumulate) or of A0 (not); None: singular
+    E: torch.Tensor | None           # (d_out, d_in) error-feedback cache
+    store: ConstraintStore           # active constraints and their ids
+    steps: int = 0
+    since_refresh: int = 0
+    n_refreshes: int = 0
+    drift_baseline: float | None = None  # drift measured on the first step after a refresh
+    next_auto: int = 0               # number of the next automatic id "edit-<n>"
+
+    def with_(self, **changes) -> MemoryState:
+        return replace(self, **changes)
+
+
+def _options_json(options: MemoryOptions) -> dict:
+    if options.post_name == "callable":
+        raise OteseqError("a memory with a custom post callable cannot be saved (a function is "
+                          "not data); use post='prune' or post='rect', or save W and rebuild")
+    return {"accumulate": options.accumulate, "ridge": options.ridge, "post": options.post,
+            "error_feedback": options.error_feedback, "on_conflict": options.on_conflict,
+            "refresh_every": options.refresh_every}
+
+
+def state_dict(state: MemoryState) -> dict:
+    """``{"tensors": {name: tensor}, "metadata": JSON-able dict}``; tensors are copies."""
+    Kt, Vt, ids = state.store.export()
+    tensors = {"W": state.W, "W0": state.W0, "A0": state.A0, "P": state.P,
+               "A_inv": state.A_inv, "E": state.E, "Kt": Kt, "Vt": Vt}
+    baseline = state.drift_baseline
+    metadata = {
+        "format": FORMAT, "version": VERSION, "d_out": state.W0.shape[0],
+        "d_in": state.W0.shape[1], "dtype": str(state.dtype).removeprefix("torch."),
+        "lam": state.lam, "options": _options_json(state.options),
+        "ids": [id_to_json(x) for x in ids], "steps": state.steps,
+        "since_refresh": state.since_refresh, "n_refreshes": state.n_refreshes,
+        "drift_baseline": None if baseline is None or math.isnan(baseline) else baseline,
+        "next_auto": state.next_auto}
+    return {"tensors": {k: v.clone() for k, v in tensors.items() if v is not None},
+            "metadata": metadata}
+
+
+def _mismatch(name: str, saved: object, here: object) -> StateMismatchError:
+    return StateMismatchError(f"the saved state has {name} = {saved!r} but this memory "
+                              f"{here!r}; load it into a memory built with the same W0, C0, lam "
+                              f"and options (or use LinearMemory.load(path))")
+
+
+def check_compatible(d: dict, state: MemoryState) -> None:
+    """Raise :class:`StateMismatchError` unless ``d`` fits the memory ``state`` belongs to."""
+    meta, tensors = d.get("metadata", {}), d.get("tensors", {})
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise _mismatch("format", (meta.get("format"), meta.get("version")), (FORMAT, VERSION))
+    here = state_dict_header(state)
+    for key in ("d_out", "d_in", "dtype", "lam", "options"):
+        if meta.get(key) != here[key]:
+            raise _mismatch(key, meta.get(key), here[key])
+    if ("P" in tensors) != (state.P is not None):
+        raise _mismatch("projection", "P" in tensors, state.P is not None)
+    for key, mine in (("W0", state.W0), ("A0", state.A0)):
+        theirs = tensors.get(key)
+        if theirs is None or theirs.shape != mine.shape or \
+                float(torch.linalg.norm(theirs.to(mine) - mine)) > 1e-6 * float(torch.linalg.norm(mine)):
+            raise StateMismatchError(f"the saved {key} differs from this memory's: the state "
+                                     f"belongs to another layer, model or C0/lam")
+
+
+def state_dict_header(state: MemoryState) -> dict:
+    """The metadata fields that must agree between a memory and a state loaded into it."""
+    return {"d_out": state.W0.shape[0], "d_in": state.W0.shape[1],
+            "dtype": str(state.dtype).removeprefix("torch."), "lam": state.lam,
+            "options": _options_json(state.options)}
+
+
+def from_state_dict(d: dict, options: MemoryOptions, device: torch.device) -> MemoryState:
+    """Rebuild a state from :func:`state_dict` output (shapes checked, tensors copied)."""
+    meta = d["metadata"]
+    t = {k: v.to(device=device, dtype=torch.float64).clone() for k, v in d["tensors"].items()}
+    d_out, d_in = meta["d_out"], meta["d_in"]
+    expected = {"W": (d_out, d_in), "W0": (d_out, d_in), "A0": (d_in, d_in), "P": (d_in, d_in),
+                "A_inv": (d_in, d_in), "E": (d_out, d_in),
+                "Kt": (len(meta["ids"]), d_in), "Vt": (len(meta["ids"]), d_out)}
+    for key, tensor in t.items():
+        if key not in expected or tuple(tensor.shape) != expected[key]:
+            raise StateMismatchError(f"saved tensor {key!r} has shape {tuple(tensor.shape)}, "
+                                     f"expected {expected.get(key)}; the state file is damaged "
+                                     f"or from another oteseq version")
+    if options.accumulate and ("Kt" not in t or "Vt" not in t):
+        raise StateMismatchError("the saved state lacks the constraint buffers Kt/Vt; it is "
+                                 "damaged or was saved with accumulate=False")
+    store = ConstraintStore.restore(t.get("Kt"), t.get("Vt"), [id_from_json(x) for x in meta["ids"]])
+    return MemoryState(
+        W0=t["W0"], dtype=getattr(torch, meta["dtype"]), lam=float(meta["lam"]), options=options,
+        A0=t["A0"], P=t.get("P"), W=t["W"], A_inv=t.get("A_inv"), E=t.get("E"), store=store,
+        steps=meta["steps"], since_refresh=meta["since_refresh"],
+        n_refreshes=meta["n_refreshes"], drift_baseline=meta["drift_baseline"],
+        next_auto=meta["next_auto"])
+
+
+def save_files(d: dict, path: str | os.PathLike) -> None:
+    """Write ``path/memory.safetensors`` (with the metadata in its header) and ``memory.json``.
+
+    Each file is written under a temporary name and renamed over the old one, so a crash never
+    leaves a half-written save; the safetensors header is the authoritative copy of the metadata.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(d["metadata"], indent=1)
+    tmp = folder / f".{TENSORS}.tmp-{os.getpid()}"
+    save_file({k: v.contiguous() for k, v in d["tensors"].items()}, str(tmp),
+              metadata={"oteseq": text})
+    os.replace(tmp, folder / TENSORS)
+    tmp = folder / f".{METADATA}.tmp-{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, folder / METADATA)
+
+
+def load_files(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Read a save written by :func:`save_files` back into a ``state_dict``-shaped dict."""
+    from safetensors import safe_open
+
+    file = Path(path) / TENSORS
+    if not file.is_file():
+        raise StateMismatchError(f"no {TENSORS} in {path}; save a memory there with mem.save(path)")
+    with safe_open(str(file), framework="pt", device=str(device)) as f:
+        header = (f.metadata() or {}).get("oteseq")
+        if header is None:
+            raise StateMismatchError(f"{file} has no oteseq metadata; it was not written by "
+                                     f"LinearMemory.save")
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    return {"tensors": tensors, "metadata": json.loads(header)}
