@@ -35,6 +35,12 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.norm(a - b) / max(float(torch.linalg.norm(b)), 1e-300))
 
 
+def tolerance(A: torch.Tensor) -> float:
+    """1e-10 relative, loosened for ill-conditioned draws: two correct float64 solves of the
+    same system differ by up to ~cond(A)·eps (rank-deficient C0 with just enough keys)."""
+    return max(1e-10, 1e-13 * float(torch.linalg.cond(A)))
+
+
 def memit_delta(W, C0, K, V, lam, K_p=None):
     """The obvious MEMIT(-seq) step: R Kᵀ (lam C0 + K_p K_pᵀ + K Kᵀ)⁻¹ via linalg.solve."""
     A = lam * C0 + K @ K.T + (0 if K_p is None else K_p @ K_p.T)
@@ -124,7 +130,7 @@ def test_aligned_se_equals_ote_after_every_step(problem):
     for t in range(1, len(batches) + 1):
         K = torch.cat([k for k, _ in batches[:t]], dim=1)
         V = torch.cat([v for _, v in batches[:t]], dim=1)
-        assert rel(history[t], ote_dense(W0, C0, K, V, lam)) < 1e-9
+        assert rel(history[t], ote_dense(W0, C0, K, V, lam)) < tolerance(lam * C0 + K @ K.T)
 
 
 def test_aligned_se_equals_ote_for_every_split_of_the_same_edits():
@@ -149,7 +155,9 @@ def test_se_step_is_the_memit_seq_formula(problem):
     # the first batch joins the step's keys so that lam C0 + K Kᵀ + ... is invertible
     K = torch.cat([batches[-1][0], batches[0][0]], dim=1)
     V = torch.cat([batches[-1][1], batches[0][1]], dim=1)
-    assert rel(ols.se_step(W0, C0, K, V, lam, K_p), memit_delta(W0, C0, K, V, lam, K_p)) < 1e-9
+    A = lam * C0 + K @ K.T + (0 if K_p is None else K_p @ K_p.T)
+    expected = memit_delta(W0, C0, K, V, lam, K_p)
+    assert rel(ols.se_step(W0, C0, K, V, lam, K_p), expected) < tolerance(A)
 
 
 def test_misaligned_se_differs_from_ote_with_two_batches():
@@ -192,7 +200,7 @@ def test_misaligned_drift_on_preserved_keys_grows_with_steps():
         K, V = torch.cat(keys, dim=1), torch.cat([v for _, v in batches], dim=1)
         aligned = ols.se(W0, C0, batches, lam, aligned=True)
         assert (ote_objective(misaligned[-1], W0, C0, K, V, lam)
-                > 1.05 * ote_objective(aligned[-1], W0, C0, K, V, lam))
+                > 1.2 * ote_objective(aligned[-1], W0, C0, K, V, lam))
     checkpoints = [1, 2, 4, 8, 16]
     assert all(mean_drift[a] < mean_drift[b] for a, b in zip(checkpoints, checkpoints[1:])), \
         mean_drift
@@ -344,6 +352,24 @@ def test_reparam_se_with_past_keys_equals_its_ote_for_every_member():
             W = W + ols.reparam_step(W, K, V, B, G, K_p=K_p) @ B
             earlier.append(K)
         assert rel(W, ols.reparam_ote(W0, K_all, V_all, B, G)) < 1e-9, (bname, gname)
+
+
+@FAST
+@given(editing_problems(), st.sampled_from(["P", "mask"]), st.integers(0, 12))
+def test_reparam_se_equals_ote_over_shapes(problem, kind, rank_b):
+    W0, C0, batches, lam = problem
+    d = W0.shape[1]
+    g = torch.Generator().manual_seed(rank_b)
+    B = projector(g, d, min(rank_b, d)) if kind == "P" else ols.neuron_mask(range(0, d, 2), d)
+    G = lam * C0 + 0.1 * torch.eye(d, dtype=F64)
+    W, earlier = W0, []
+    for K, V in batches:
+        K_p = torch.cat(earlier, dim=1) if earlier else None
+        W = W + ols.reparam_step(W, K, V, B, G, K_p=K_p) @ B
+        earlier.append(K)
+    K_all = torch.cat(earlier, dim=1)
+    V_all = torch.cat([v for _, v in batches], dim=1)
+    assert rel(W, ols.reparam_ote(W0, K_all, V_all, B, G)) < tolerance(G + K_all @ K_all.T)
 
 
 def test_reparam_members_reduce_to_memit_alphaedit_and_nse():
