@@ -172,7 +172,8 @@ def test_misaligned_se_differs_from_ote_with_two_batches():
     assert rel(two, ols.ote(W0, C0, K, V, 1.0)) > 1e-2
     # it forgets: the first batch is fitted worse than by OTE
     K1, V1 = batches[0]
-    assert torch.linalg.norm(two @ K1 - V1) > torch.linalg.norm(ols.ote(W0, C0, K, V, 1.0) @ K1 - V1)
+    W_ote = ols.ote(W0, C0, K, V, 1.0)
+    assert torch.linalg.norm(two @ K1 - V1) > torch.linalg.norm(W_ote @ K1 - V1)
 
 
 def drift(history, W0, K0):
@@ -237,7 +238,7 @@ def test_alphaedit_symmetric_form_equals_literal_and_ridge_on_projected_keys(
     R = V - W @ K
     PK_p = None if K_p is None else P @ K_p
     assert rel(delta, ols.ridge(torch.zeros_like(W), P @ K, R, alpha, K_p=PK_p)) < 1e-10
-    assert float(torch.linalg.norm(delta @ P - delta)) <= 1e-10 * (1 + float(torch.linalg.norm(delta)))
+    assert rel(delta @ P, delta) < 1e-10 or float(torch.linalg.norm(delta)) < 1e-12
 
 
 def test_alphaedit_with_lam_c0_matches_literal():
@@ -389,7 +390,8 @@ def test_reparam_members_reduce_to_memit_alphaedit_and_nse():
     rows = torch.linalg.solve(A[S][:, S], ((V - W @ K) @ K[S].T).T).T
     expected = torch.zeros_like(W)
     expected[:, S] = rows
-    assert rel(ols.reparam_step(W, K, V, ols.neuron_mask(S, d), 2.0 * C0, K_p=K_p), expected) < 1e-12
+    nse = ols.reparam_step(W, K, V, ols.neuron_mask(S, d), 2.0 * C0, K_p=K_p)
+    assert rel(nse, expected) < 1e-12
 
 
 def test_reparam_general_b_returns_min_norm_delta_of_the_normal_equations():
@@ -679,3 +681,12 @@ def test_outputs_keep_the_dtype_of_w():
     assert rel(W32.double(), ols.ote(*[x.double() for x in args32], 1.0)) < 1e-6
     assert ols.se_step(*args32, 1.0).dtype == torch.float32
     assert ols.equality_constrained(*args32).dtype == torch.float32
+
+
+def test_nullspace_projector_of_zero_keeps_everything():
+    zero = torch.zeros(4, 4, dtype=F64)
+    for mode in ("absolute", "relative", "energy"):
+        P, r = ols.nullspace_projector(zero, 1e-2, mode=mode)
+        assert r == 4 and torch.allclose(P, torch.eye(4, dtype=F64), atol=1e-14)
+    with pytest.raises(ValueError, match="threshold"):
+        ols.nullspace_projector(zero, -1.0)

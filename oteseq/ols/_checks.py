@@ -15,7 +15,7 @@ Keys = torch.Tensor | Sequence[torch.Tensor]
 
 
 def to_f64(**named: torch.Tensor | None) -> list[torch.Tensor | None]:
-    """Check that the named tensors are finite floating tensors on one device; return float64 copies.
+    """Check that the named tensors are finite floating tensors on one device; return float64.
 
     ``None`` entries pass through unchanged (optional arguments such as ``K_p``).
     """

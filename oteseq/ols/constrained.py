@@ -1,4 +1,4 @@
-"""The equality-constrained limit: fit the edits exactly at minimum ``C``-weighted cost (ROME, EMMET)."""
+"""Equality-constrained limit (ROME, EMMET): fit the edits exactly at least ``C``-weighted cost."""
 from __future__ import annotations
 
 import torch

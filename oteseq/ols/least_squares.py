@@ -29,7 +29,8 @@ def ote(W0: torch.Tensor, C0: torch.Tensor, K: Keys, V: Keys, lam: float) -> tor
     ``W = W0 + (V − W0 K) Kᵀ A⁻¹`` (MEMIT on the union of all edits).
 
     Shapes: ``W0`` (d_out, d_in), ``C0`` (d_in, d_in), ``K`` (d_in, n) or a list of
-    (d_in, n_t) batches, ``V`` (d_out, n) or the matching list → ``W`` (d_out, d_in), ``W0``'s dtype.
+    (d_in, n_t) batches, ``V`` (d_out, n) or the matching list → ``W`` (d_out, d_in) in
+    ``W0``'s dtype.
     """
     lam = check_nonnegative(lam, "lam", "preservation")
     W, C, Ks, Vs = to_f64(W0=W0, C0=C0, K=cat_batches(K, "K"), V=cat_batches(V, "V"))

@@ -52,7 +52,7 @@ def prune(delta: torch.Tensor, W: torch.Tensor, *, base: float = math.e) -> torc
 def rect(delta: torch.Tensor, W: torch.Tensor, keep: float = 0.2) -> torch.Tensor:
     """RECT: keep the entries of an update with the largest relative change, zero the rest.
 
-    Scores ``s_ij = |Δ_ij / (W_ij + 1e-8)|``; keeps the ``round(keep · d_out · d_in)`` entries
+    Scores ``s_ij = |Δ_ij / (W_ij + 1e-8)|``; keeps the ``⌊keep · d_out · d_in + ½⌋`` entries
     with the largest scores (ties: the earlier entry in row-major order wins, so the result is
     deterministic), sets the others to 0. The reference keeps 20 % (original RECT, ``_err``
     variants) or 40 % (``MEMIT_rect``, ``MEMIT_seq_rect``).

@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-from oteseq.ols._checks import check_nonnegative, check_square, check_symmetric, to_f64
+from oteseq.ols._checks import check_square, check_symmetric, to_f64
 
 Mode = Literal["absolute", "relative", "energy"]
 
@@ -30,7 +30,9 @@ def nullspace_projector(C0: torch.Tensor, threshold: float = 2e-2, *,
     """
     if mode not in ("absolute", "relative", "energy"):
         raise ValueError(f"mode={mode!r}: use 'absolute', 'relative' or 'energy'")
-    threshold = check_nonnegative(threshold, "threshold", "null-space")
+    if not 0.0 <= float(threshold) < float("inf"):
+        raise ValueError(f"threshold={threshold}: use a finite threshold ≥ 0 (2e-2 absolute is "
+                         f"the AlphaEdit default)")
     (C,) = to_f64(C0=C0)
     check_square(C, C.shape[0] if C.ndim == 2 else -1, "C0")
     check_symmetric(C, "C0", C0.dtype)
@@ -45,7 +47,9 @@ def kept_directions(eigenvalues: torch.Tensor, threshold: float, mode: Mode) -> 
     if mode == "absolute":
         return eigenvalues < threshold
     if mode == "relative":
-        top = eigenvalues[-1].clamp(min=0.0) if eigenvalues.numel() else 0.0
+        top = float(eigenvalues[-1]) if eigenvalues.numel() else 0.0
+        if top <= 0.0:  # C0 = 0: no direction is used by preserved keys
+            return torch.ones_like(eigenvalues, dtype=torch.bool)
         return eigenvalues < threshold * top
     mass = eigenvalues.clamp(min=0.0)
     return mass.cumsum(0) <= threshold * mass.sum()
