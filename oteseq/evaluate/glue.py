@@ -22,6 +22,7 @@ NLI items use 1 = entailment (the reference's "entailment" → 1), so there "Tru
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -76,9 +77,12 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
     from sklearn.metrics import f1_score, matthews_corrcoef
     correct = sum(p == y for p, y in zip(predictions, labels))
     invalid = sum(p == -1 for p in predictions)
+    with warnings.catch_warnings():  # one class only: sklearn warns, MCC is 0 as in the reference
+        warnings.simplefilter("ignore", UserWarning)
+        mcc = float(matthews_corrcoef(labels, predictions))
     return {"accuracy": correct / len(labels) if labels else float("nan"),
             "f1": float(f1_score(labels, predictions, average="weighted", zero_division=0)),
-            "mcc": float(matthews_corrcoef(labels, predictions)),
+            "mcc": mcc,
             "correct": correct, "incorrect": len(labels) - correct - invalid, "invalid": invalid}
 
 

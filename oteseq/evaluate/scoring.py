@@ -37,8 +37,10 @@ class TokenScores:
 
 
 def model_device(model) -> torch.device:
-    """The device of the model's first parameter (where inputs must go)."""
-    return next(model.parameters()).device
+    """The device of the model's first parameter or buffer (where inputs must go)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def pad_id(tok) -> int:

@@ -1,0 +1,30 @@
+"""One entry point for the command line: a data set by name."""
+from __future__ import annotations
+
+from typing import Any
+
+NAMES = ("counterfact", "mcf", "zsre", "toy-counterfact", "toy-zsre", "toy-conflicts")
+
+
+def load(name: str, n: int | None = None, *, seed: int = 0) -> list[dict[str, Any]]:
+    """The first ``n`` records of data set ``name`` (one of :data:`NAMES`).
+
+    Real data sets are downloaded once (:mod:`oteseq.data.cache`); ``toy-*`` sets are generated
+    by the toy world with ``seed`` and need ``n``.
+    """
+    from . import counterfact, zsre
+    if name == "counterfact":
+        return counterfact(n)
+    if name == "mcf":
+        return counterfact(n, multi=True)
+    if name == "zsre":
+        return zsre(n)
+    if name.startswith("toy-") and name in NAMES:
+        from .. import toy
+        if n is None:
+            raise ValueError(f"load({name!r}) needs n, the number of toy records to generate")
+        return getattr(toy, name[len("toy-"):])(n, seed)
+    raise ValueError(f"unknown data set {name!r}; known: {', '.join(NAMES)}")
+
+
+__all__ = ["NAMES", "load"]
