@@ -47,8 +47,8 @@ def _tsv(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
-def _zip_member(archive: str, member: str) -> str:
-    path = fetch(f"glue/raw/{archive}", f"{GLUE_URL}/{archive}", check=_is_zip, hint=_hint())
+def _zip_member(archive: str, member: str, task: str) -> str:
+    path = fetch(f"glue/raw/{archive}", f"{GLUE_URL}/{archive}", check=_is_zip, hint=_hint(task))
     with zipfile.ZipFile(path) as z:
         return z.read(member).decode("utf-8")
 
@@ -70,23 +70,23 @@ def _hint(task: str = "") -> str:
 
 
 def _sst2() -> list[dict]:
-    rows = _tsv(_zip_member("SST-2.zip", "SST-2/dev.tsv"))[1:]
+    rows = _tsv(_zip_member("SST-2.zip", "SST-2/dev.tsv", "sst2"))[1:]
     return [{"sentence": s, "label": int(y)} for s, y in rows]
 
 
 def _cola() -> list[dict]:
-    rows = _tsv(_zip_member("CoLA.zip", "CoLA/dev.tsv"))
+    rows = _tsv(_zip_member("CoLA.zip", "CoLA/dev.tsv", "cola"))
     return [{"sentence": r[3], "label": int(r[1])} for r in rows]
 
 
 def _rte() -> list[dict]:
-    rows = _tsv(_zip_member("RTE.zip", "RTE/dev.tsv"))[1:]
+    rows = _tsv(_zip_member("RTE.zip", "RTE/dev.tsv", "rte"))[1:]
     return [{"sentence1": r[1], "sentence2": r[2], "label": 0 if r[3] == "entailment" else 1}
             for r in rows]
 
 
 def _nli() -> list[dict]:
-    rows = _tsv(_zip_member("MNLI.zip", "MNLI/dev_matched.tsv"))
+    rows = _tsv(_zip_member("MNLI.zip", "MNLI/dev_matched.tsv", "nli"))
     col = {name: i for i, name in enumerate(rows[0])}
     return [{"sentence1": r[col["sentence1"]], "sentence2": r[col["sentence2"]],
              "label": int(r[col["gold_label"]] == "entailment")} for r in rows[1:]]

@@ -58,7 +58,7 @@ def check(value: Any, schema: Any, where: str) -> None:
             if name not in value:
                 if optional:
                     continue
-                raise SchemaError(f"{where}: missing field {name!r}")
+                raise SchemaError(f"{where}.{name}: missing field")
             check(value[name], sub, f"{where}.{name}")
     elif isinstance(schema, list):
         if not isinstance(value, list):
