@@ -170,14 +170,26 @@ def _rows(tok, requests: Sequence[Request], templates, mode: str):
     return rows
 
 
-def _padded(rows, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask of a chunk of rows."""
-    width = max(len(row[0]) for row in rows)
+def pad_token_id(tok) -> int:
+    """The id used for padding: pad, else eos, else 0 (padded positions are masked anyway)."""
+    for token_id in (tok.pad_token_id, tok.eos_token_id):
+        if token_id is not None:
+            return token_id
+    return 0
+
+
+def right_padded(rows: Sequence[Sequence[int]], pad_id: int,
+                 device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)``, both (len(rows), longest), right-padded, on ``device``.
+
+    Right padding keeps every token at its unpadded position, so indices stay valid.
+    """
+    width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, : len(row[0])] = torch.tensor(row[0])
-        mask[i, : len(row[0])] = 1
+        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -194,6 +206,16 @@ def _accumulate(sums: dict, name: str, hidden: torch.Tensor, chunk, n: int) -> N
     sums[name].index_add_(1, owner, vectors.T)
 
 
+def _empty_sums(model, names: dict, n_rows: int) -> tuple[dict, dict]:
+    """Zero ``K`` and ``W K + b`` for an empty request list (else filled on first use)."""
+    if n_rows:
+        return {}, {}
+    shapes = {name: models.weight_shape(model.get_submodule(name)) for name in names.values()}
+    devices = {name: models.module_device(model.get_submodule(name)) for name in names.values()}
+    return ({name: torch.zeros(shapes[name][1], 0, device=devices[name]) for name in shapes},
+            {name: torch.zeros(shapes[name][0], 0, device=devices[name]) for name in shapes})
+
+
 def module_io_at_subject(model, tok, requests: Sequence[Request], layers: Sequence[int], *,
                          templates, fact_token: FactToken = "subject_last",
                          batch_size: int = 64) -> dict[int, ModuleIO]:
@@ -204,11 +226,11 @@ def module_io_at_subject(model, tok, requests: Sequence[Request], layers: Sequen
     """
     names = {layer: models.edited_name(model, layer) for layer in layers}
     rows = _rows(tok, requests, templates, fact_token)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    key_sums, out_sums = {}, {}
+    key_sums, out_sums = _empty_sums(model, names, len(rows))
     for begin in range(0, len(rows), batch_size):
         chunk = rows[begin: begin + batch_size]
-        ids, mask = _padded(chunk, pad_id, models.input_device(model))
+        ids, mask = right_padded([row[0] for row in chunk], pad_token_id(tok),
+                                 models.input_device(model))
         with torch.no_grad(), TraceDict(model, names.values(), retain_input=True,
                                         stop=True) as traces:
             model(input_ids=ids, attention_mask=mask)
@@ -229,4 +251,5 @@ def compute_keys(model, tok, requests: Sequence[Request], layers: Sequence[int],
 
 
 __all__ = ["FACT_TOKENS", "FactToken", "ModuleIO", "SEED_WORDS", "compute_keys",
-           "context_templates", "module_io_at_subject", "subject_last_index", "template_groups"]
+           "context_templates", "module_io_at_subject", "pad_token_id", "right_padded",
+           "subject_last_index", "template_groups"]

@@ -197,7 +197,8 @@ def _config_digest(model: nn.Module) -> dict:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A short stable id of a model: its config, ``name_or_path`` and samples of its weights.
+    """A short stable id of a model: its config, the last component of ``name_or_path`` (so a
+    local copy matches on any machine) and samples of its weights.
 
     The sampled weights are the input embeddings and the final norm, which editing never
     touches, so a model keeps its fingerprint after edits. Different checkpoints of the same
@@ -205,7 +206,8 @@ def model_fingerprint(model: nn.Module) -> str:
     """
     digest = hashlib.sha256()
     digest.update(json.dumps(_config_digest(model), sort_keys=True, default=str).encode())
-    digest.update(str(getattr(model.config, "name_or_path", "")).encode())
+    name = str(getattr(model.config, "name_or_path", "")).rstrip("/\\")
+    digest.update(name.replace("\\", "/").rsplit("/", 1)[-1].encode())  # not the local folder
     for module in (embeddings(model), final_norm(model)):
         weight = module.weight.detach()
         rows = weight.reshape(weight.shape[0], -1)

@@ -28,6 +28,7 @@ import torch
 from . import models
 from .errors import OfflineError, OteseqError
 from .hooks import TraceDict
+from .keys import pad_token_id, right_padded
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ _HF_CORPORA = {  # name -> (dataset path, config, stream it?)
 _FORMAT = "oteseq-mom2-v1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SecondMoments(Mapping):
     """``{layer: C0 (d_in, d_in) float64}`` plus how it was measured; reads like a dict."""
 
@@ -66,8 +67,8 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("OTESEQ_CACHE") or Path.home() / ".cache" / "oteseq")
 
 
-def _load_hf(name: str, n_samples: int, seed: int) -> list[str]:
-    """``n_samples`` non-empty texts of a named corpus via the ``datasets`` library."""
+def _load_hf(name: str, n_samples: int, seed: int) -> Iterator[str]:
+    """``n_samples`` non-empty texts of a named corpus via ``datasets`` (opened now, streamed)."""
     path, config, stream = _HF_CORPORA[name]
     hint = (f"corpus={name!r} needs the `datasets` package and a first download of {path} "
             f"({config}); install it with `pip install datasets` and run once online, or use "
@@ -78,18 +79,17 @@ def _load_hf(name: str, n_samples: int, seed: int) -> list[str]:
         raise OfflineError(hint) from error
     try:
         data = datasets.load_dataset(path, config, split="train", streaming=stream)
-        if stream:  # a seeded shuffle buffer over the stream (not MEMIT's exact subset)
-            texts = (row["text"] for row in data.shuffle(seed=seed, buffer_size=10_000))
-        else:
-            texts = (row["text"] for row in data.shuffle(seed=seed))
-        return list(itertools.islice((t for t in texts if t.strip()), n_samples))
     except (ConnectionError, OSError) as error:
         raise OfflineError(f"{hint} ({type(error).__name__}: {error})") from error
+    # a seeded shuffle (a 10k-text buffer when streaming: not MEMIT's exact subset)
+    rows = data.shuffle(seed=seed, buffer_size=10_000) if stream else data.shuffle(seed=seed)
+    texts = (row["text"] for row in rows)
+    return itertools.islice((text for text in texts if text.strip()), n_samples)
 
 
 def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
                    seed: int = 0) -> tuple[str, int | None, Callable[[], list[str]]]:
-    """``(corpus id, n_samples, load)``; ``load()`` returns the texts (called on a cache miss).
+    """``(corpus id, n_samples, load)``; ``load()`` gives the texts (called on a cache miss).
 
     Named corpora: ``"toy"`` (``oteseq.toy.general_text``, train split), ``"wikitext"``,
     ``"wikipedia"``. Any iterable of strings is used as is (its first ``n_samples`` texts);
@@ -130,42 +130,52 @@ def _batches(rows: list[list[int]], batch_tokens: int) -> Iterator[list[list[int
         yield batch
 
 
-def _padded(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.full((len(batch), len(batch[0])), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(batch):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids.to(device), mask.to(device)
+def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(texts)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
-def collect_sums(model, tok, texts: Sequence[str], names: Sequence[str], *,
-                 max_tokens_per_seq: int, batch_tokens: int,
-                 progress: bool = True) -> tuple[dict[str, torch.Tensor], int]:
-    """``({name: Σ k kᵀ (d_in, d_in) float64}, N)`` over all attended tokens, in one pass."""
+def _accumulate(model, sums: dict[str, torch.Tensor], batch: list[list[int]], pad_id: int) -> int:
+    """One forward pass over a batch: ``sums[name] += Kᵀ K`` over its attended tokens."""
+    ids, mask = right_padded(batch, pad_id, models.input_device(model))
+    with torch.no_grad(), TraceDict(model, list(sums), retain_input=True, retain_output=False,
+                                    stop=True) as traces:
+        model(input_ids=ids, attention_mask=mask)
+    for name, total in sums.items():
+        hidden = traces[name].input
+        keys = hidden[mask.to(hidden.device).bool()].to(torch.float64)  # (tokens, d_in)
+        total.addmm_(keys.T, keys)
+    return int(mask.sum())
+
+
+def collect_sums(model, tok, texts: Iterable[str], names: Sequence[str], *,
+                 max_tokens_per_seq: int, batch_tokens: int, progress: bool = True,
+                 total: int | None = None,
+                 chunk_texts: int = 4096) -> tuple[dict[str, torch.Tensor], int, int]:
+    """``({name: Σ k kᵀ (d_in, d_in) float64}, N tokens, texts read)`` in one pass.
+
+    Texts are streamed in chunks of ``chunk_texts`` (tokenised, sorted by length, packed), so
+    memory does not grow with the corpus; ``total`` only sizes the progress bar.
+    """
     from tqdm.auto import tqdm
 
     cap = _token_cap(model, max_tokens_per_seq)
-    rows = [list(ids) for ids in tok(list(texts), truncation=True, max_length=cap).input_ids]
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    modules = {name: model.get_submodule(name) for name in names}
-    sums = {name: torch.zeros(models.weight_shape(m)[1], models.weight_shape(m)[1],
-                              dtype=torch.float64, device=models.module_device(m))
-            for name, m in modules.items()}
-    n_tokens = 0
-    with tqdm(total=len(rows), disable=not progress, desc="C0 statistics", unit="text") as bar:
-        for batch in _batches(rows, batch_tokens):
-            ids, mask = _padded(batch, pad_id, models.input_device(model))
-            with torch.no_grad(), TraceDict(model, names, retain_input=True, retain_output=False,
-                                            stop=True) as traces:
-                model(input_ids=ids, attention_mask=mask)
-            for name in names:
-                hidden = traces[name].input
-                keys = hidden[mask.to(hidden.device).bool()].to(torch.float64)  # (tokens, d_in)
-                sums[name].addmm_(keys.T, keys)
-            n_tokens += int(mask.sum())
-            bar.update(len(batch))
-    return sums, n_tokens
+    sums = {}
+    for name in names:
+        module = model.get_submodule(name)
+        d_in = models.weight_shape(module)[1]
+        sums[name] = torch.zeros(d_in, d_in, dtype=torch.float64,
+                                 device=models.module_device(module))
+    n_tokens = n_texts = 0
+    with tqdm(total=total, disable=not progress, desc="C0 statistics", unit="text") as bar:
+        for chunk in _chunks(texts, chunk_texts):
+            rows = tok(chunk, truncation=True, max_length=cap).input_ids
+            for batch in _batches([list(row) for row in rows], batch_tokens):
+                n_tokens += _accumulate(model, sums, batch, pad_token_id(tok))
+            n_texts += len(chunk)
+            bar.update(len(chunk))
+    return sums, n_tokens, n_texts
 
 
 def _cache_paths(root: Path, fingerprint: str, name: str, key: dict) -> tuple[Path, Path]:
@@ -247,16 +257,15 @@ def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[
             log.info("C0 for %s loaded from %s", name, paths[layer][0])
     missing = [layer for layer in names if layer not in found]
     if missing:
-        texts = load()
-        sums, n_tokens = collect_sums(model, tok, texts, [names[layer] for layer in missing],
-                                      max_tokens_per_seq=cap, batch_tokens=batch_tokens,
-                                      progress=progress)
+        sums, n_tokens, n_texts = collect_sums(
+            model, tok, load(), [names[layer] for layer in missing], max_tokens_per_seq=cap,
+            batch_tokens=batch_tokens, progress=progress, total=n)
         if n_tokens == 0:
             raise OteseqError(f"corpus {corpus_id!r} gave no tokens; pass non-empty texts")
         for layer in missing:
             found[layer] = (sums[names[layer]] / n_tokens, n_tokens)
             if cache:
-                meta = {"key": cache_keys[layer], "n_tokens": n_tokens, "n_texts": len(texts)}
+                meta = {"key": cache_keys[layer], "n_tokens": n_tokens, "n_texts": n_texts}
                 _save(paths[layer], found[layer][0], meta)
     counts = {count for _, count in found.values()}
     if len(counts) > 1:

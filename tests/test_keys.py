@@ -143,3 +143,9 @@ def test_one_forward_per_chunk_stopped_after_last_layer():
             handle.remove()
     assert K[0].shape == (128, 3)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_no_requests_gives_empty_keys():
+    model, tok = tiny_model("gptj")
+    io = keys.module_io_at_subject(model, tok, [], [1], templates=["{}"])
+    assert io[1].keys.shape == (128, 0) and io[1].outputs.shape == (32, 0)

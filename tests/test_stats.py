@@ -88,6 +88,17 @@ def test_batching_and_token_cap(model_tok):
     assert capped.max_tokens_per_seq == 5
 
 
+def test_streamed_chunks_match_one_chunk(model_tok):
+    model, tok = model_tok
+    name = models.edited_name(model, 1)
+    options = dict(max_tokens_per_seq=24, batch_tokens=64, progress=False)
+    one, n_one, texts_one = stats.collect_sums(model, tok, TEXTS, [name], **options)
+    many, n_many, texts_many = stats.collect_sums(model, tok, iter(TEXTS), [name], chunk_texts=2,
+                                                  **options)
+    assert (n_one, texts_one) == (n_many, texts_many) and texts_one == len(TEXTS)
+    torch.testing.assert_close(one[name], many[name], rtol=1e-6, atol=1e-6)
+
+
 def test_cache_hit_miss_partial(tmp_path):
     model, tok = tiny_model("gpt2")
     options = dict(cache=True, cache_dir=tmp_path)
@@ -156,6 +167,26 @@ def test_offline_download_failure(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     with pytest.raises(OfflineError, match="wikimedia/wikipedia.*no network"):
         stats.resolve_corpus("wikipedia", 10)[2]()
+
+
+def test_named_corpus_through_datasets(monkeypatch):
+    rows = [{"text": text} for text in ["", " ", "first", "second", "third"]]
+
+    class FakeData(list):
+        def shuffle(self, seed, **kwargs):
+            return FakeData(self[::-1]) if seed == 1 else self
+
+    calls = []
+
+    def load_dataset(path, config, split, streaming):
+        calls.append((path, config, split, streaming))
+        return FakeData(rows)
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    corpus_id, n, load = stats.resolve_corpus("wikitext", 2, seed=1)
+    assert corpus_id == "wikitext-wikitext-103-raw-v1-seed1" and n == 2
+    assert list(load()) == ["third", "second"]  # blank texts skipped, first n after the shuffle
+    assert calls == [("Salesforce/wikitext", "wikitext-103-raw-v1", "train", False)]
 
 
 def test_toy_corpus_end_to_end():
