@@ -2,7 +2,7 @@
 
 Three things the editor needs from a running model, in the spirit of baukit's ``nethook``:
 
-* read the input (a key ``k``) and/or output of named modules — :class:`Trace`, :class:`TraceDict`;
+* read the input (a key ``k``) and/or output of modules — :class:`Trace`, :class:`TraceDict`;
 * add a (differentiable) vector to a module's output at chosen tokens — :func:`add_to_output`;
 * abort the forward pass once the last module of interest has run — ``stop=True``,
   :func:`stop_after`; the :class:`StopForward` exception this raises is caught by the context.
@@ -147,7 +147,8 @@ def stop_after(module: nn.Module) -> Trace:
 def _position_index(positions) -> tuple[torch.Tensor, torch.Tensor]:
     index = torch.as_tensor(positions, dtype=torch.long)
     if index.ndim != 2 or index.shape[1] != 2:
-        raise ShapeError(f"positions must be n (batch, token) pairs, got shape {tuple(index.shape)}")
+        raise ShapeError(f"positions must be n (batch, token) pairs, got shape "
+                         f"{tuple(index.shape)}")
     return index[:, 0], index[:, 1]
 
 

@@ -184,7 +184,7 @@ def write_weight(module: nn.Module, W: torch.Tensor) -> None:
 
 
 def add_to_weight(module: nn.Module, delta: torch.Tensor) -> None:
-    """``W ← W + Δ`` with ``Δ: (d_out, d_in)``; the sum is formed in the wider of the two dtypes."""
+    """``W ← W + Δ`` with ``Δ: (d_out, d_in)``, summed in the wider of the two dtypes."""
     W = read_weight(module)
     dtype = torch.promote_types(W.dtype, delta.dtype)
     write_weight(module, W.to(dtype) + delta.to(device=W.device, dtype=dtype))

@@ -245,7 +245,8 @@ def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[
     corpus_id, n, load = resolve_corpus(corpus, n_samples, seed)
     cap = _token_cap(model, max_tokens_per_seq)
     root, fingerprint = cache_root(cache_dir), models.model_fingerprint(model)
-    cache_keys = {layer: _cache_key(model, tok, name, corpus_id, n, cap) for layer, name in names.items()}
+    cache_keys = {layer: _cache_key(model, tok, name, corpus_id, n, cap)
+                  for layer, name in names.items()}
     paths = {layer: _cache_paths(root, fingerprint, name, cache_keys[layer])
              for layer, name in names.items()}
     found = {}

@@ -42,7 +42,8 @@ def test_subject_span_decodes_to_subject(tok, prompt, subject):
 def test_length_fallback_agrees_with_offsets(tok, prompt, subject):
     text, start, end = keys._subject_span(prompt, subject)
     offsets = tok(text, return_offsets_mapping=True).offset_mapping
-    assert keys._span_by_lengths(tok, text, start, end) == keys._span_by_offsets(offsets, start, end)
+    by_offsets = keys._span_by_offsets(offsets, start, end)
+    assert keys._span_by_lengths(tok, text, start, end) == by_offsets
 
 
 def test_index_errors(tok):
