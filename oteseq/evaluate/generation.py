@@ -168,8 +168,9 @@ def fluency_and_consistency(model, tok, records: Sequence[Mapping[str, Any]], *,
     texts = iter(generate_texts(model, tok, prompts, seed=seed, batch_size=batch_size))
     note = None
     if snippets is None:
-        note = ("consistency skipped: pass snippets=oteseq.data.attribute_snippets() (and "
-                "tfidf=oteseq.data.tfidf()), or the toy world's snippets")
+        note = ("consistency skipped: no snippets given. For CounterFact pass "
+                "snippets=oteseq.data.attribute_snippets() and tfidf=oteseq.data.tfidf(); "
+                "the toy world has no snippets")
     elif tfidf is None:
         tfidf = fit_tfidf([s["text"] for by_target in snippets.values()
                            for samples in by_target.values() for s in samples])

@@ -53,14 +53,17 @@ def pad_id(tok) -> int:
 
 def encode_pairs(tok, prompts: Sequence[str], continuations: Sequence[str]
                  ) -> list[tuple[list[int], list[int]]]:
-    """Token ids ``(prompt_ids, continuation_ids)`` for each pair; see the module docstring."""
+    """Token ids ``(prompt_ids, continuation_ids)`` for each pair (each distinct string is
+    encoded once); see the module docstring."""
     if len(prompts) != len(continuations):
         raise ShapeError(f"{len(prompts)} prompts but {len(continuations)} continuations; "
                          "pass one continuation per prompt")
+    prompt_ids = {p: list(tok(p)["input_ids"]) for p in dict.fromkeys(prompts)}
+    cont_ids = {c: list(tok(c, add_special_tokens=False)["input_ids"])
+                for c in dict.fromkeys(continuations)}
     pairs = []
     for prompt, cont in zip(prompts, continuations):
-        p_ids = list(tok(prompt)["input_ids"])
-        c_ids = list(tok(cont, add_special_tokens=False)["input_ids"])
+        p_ids, c_ids = prompt_ids[prompt], cont_ids[cont]
         if not p_ids or not c_ids:
             raise RequestError(f"cannot score continuation {cont!r} after prompt {prompt!r}: "
                                "both must encode to at least one token")
