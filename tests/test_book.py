@@ -1,0 +1,223 @@
+"""Lint and structure of the book: toc, chapter conventions, exercises, stored outputs, scripts.
+
+Fast (no kernel): reads the notebooks with nbformat. Running the chapters is nbval's job
+(``python -m pytest`` collects ``book/``), building them is ``jupyter-book build``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+ALLOWED_TAGS = {"remove-cell", "remove-input", "remove-output", "hide-cell", "hide-input",
+                "hide-output", "parameters", "skip-execution", "nbval-skip",
+                "nbval-ignore-output", "nbval-check-output", "raises-exception"}
+MAX_CELL_LINES = 30
+MAX_NOTEBOOK_BYTES = 400_000
+EXERCISE = re.compile(r"```\{exercise\}[^\n]*\n:label: ([\w-]+)")
+SOLUTION_START = re.compile(r"```\{solution-start\} ([\w-]+)\n:class: dropdown")
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc["parts"]:
+        assert part.get("caption"), f"every part in _toc.yml needs a caption: {part}"
+        files += [entry["file"] for entry in part["chapters"]]
+    return files
+
+
+def tags(cell) -> list[str]:
+    return list(cell.metadata.get("tags", []))
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.fixture(scope="module", params=CHAPTERS, ids=lambda p: p.stem)
+def chapter(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+# ------------------------------------------------------------------ table of contents, config
+
+
+def test_every_toc_entry_exists():
+    for entry in toc_files():
+        matches = [ROOT / f"{entry}{ext}" for ext in (".ipynb", ".md")]
+        assert any(m.is_file() for m in matches), f"_toc.yml lists {entry}, no such file"
+
+
+def test_every_chapter_is_in_the_toc():
+    listed = set(toc_files())
+    for path in CHAPTERS:
+        assert f"book/{path.stem}" in listed, f"{path.name} is not listed in _toc.yml"
+
+
+def test_numbered_parts_and_chapter_names():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    assert toc["format"] == "jb-book" and toc["root"] == "book/index"
+    for part in toc["parts"]:
+        numbered = [e["file"] for e in part["chapters"] if re.match(r"book/\d\d_", e["file"])]
+        if numbered:
+            assert part.get("numbered") is True, f"part {part['caption']!r} must be numbered"
+
+
+def test_config_essentials():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["only_build_toc_files"] is True
+    assert config["execute"]["execute_notebooks"] == "cache"
+    assert config["execute"]["timeout"] >= 300 and config["execute"]["allow_errors"] is False
+    assert config["repository"]["path_to_book"] == ""
+    assert config["bibtex_bibfiles"] == ["book/references.bib"]
+    sphinx = config["sphinx"]["config"]
+    assert sphinx["nb_execution_raise_on_error"] is True
+    assert sphinx["exercise_style"] == "solution_follow_exercise"
+    assert "sphinx_exercise" in config["sphinx"]["extra_extensions"]
+
+
+def test_citations_exist_in_the_bibliography():
+    keys = set(re.findall(r"@\w+\{([\w-]+),", (BOOK / "references.bib").read_text()))
+    for path in list(CHAPTERS) + sorted(BOOK.glob("*.md")):
+        for cited in re.findall(r"\{cite[pt]?\}`([^`]+)`", path.read_text()):
+            for key in cited.split(","):
+                assert key.strip() in keys, f"{path.name} cites unknown key {key!r}"
+
+
+# ------------------------------------------------------------------ chapter conventions
+
+
+def test_kernelspec_is_python3(chapter):
+    path, nb = chapter
+    assert nb.metadata["kernelspec"]["name"] == "python3", path.name
+
+
+def test_opening_cells(chapter):
+    path, nb = chapter
+    title, setup, parameters = nb.cells[:3]
+    assert title.cell_type == "markdown" and title.source.startswith("# "), path.name
+    assert "Run this chapter" in title.source, f"{path.name}: cell 1 needs a 'Run this chapter' note"
+    assert setup.cell_type == "code" and "remove-cell" in tags(setup), path.name
+    assert '"google.colab" in sys.modules' in setup.source, path.name
+    assert '%pip install -q "oteseq @ git+https://github.com/oteseq/oteseq"' in setup.source
+    assert "torch" not in setup.source.split("%pip", 1)[1], "never reinstall torch on Colab"
+    assert {"parameters", "hide-cell"} <= set(tags(parameters)), path.name
+    assert "SCALE = oteseq.setup(seed=" in parameters.source, path.name
+
+
+def test_only_allowed_tags(chapter):
+    path, nb = chapter
+    for index, cell in enumerate(nb.cells):
+        unknown = set(tags(cell)) - ALLOWED_TAGS
+        assert not unknown, f"{path.name} cell {index}: unknown tags {unknown}"
+
+
+def test_cells_are_short_and_portable(chapter):
+    path, nb = chapter
+    for index, cell in enumerate(code_cells(nb)):
+        assert cell.source.count("\n") < MAX_CELL_LINES, f"{path.name}: code cell {index} too long"
+        assert "MPLBACKEND" not in cell.source and "sys.path" not in cell.source, path.name
+
+
+def test_exercises_with_gated_solutions(chapter):
+    path, nb = chapter
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    labels = EXERCISE.findall(markdown)
+    assert len(labels) >= 3, f"{path.name}: {len(labels)} exercises, need at least 3"
+    assert SOLUTION_START.findall(markdown) == labels, f"{path.name}: one dropdown solution each"
+    assert markdown.count("```{solution-end}") == len(labels), path.name
+
+
+def test_student_stubs_are_skipped_and_checks_are_used(chapter):
+    path, nb = chapter
+    for cell in code_cells(nb):
+        if "skip-execution" in tags(cell):
+            assert "nbval-skip" in tags(cell), f"{path.name}: stub cells need nbval-skip too"
+    executed = "\n".join(c.source for c in code_cells(nb) if "skip-execution" not in tags(c))
+    assert re.search(r"oteseq\.exercises\.check_\w+\(", executed), \
+        f"{path.name}: at least one exercise must be auto-checked with oteseq.exercises"
+
+
+def test_stored_outputs_are_a_clean_run(chapter):
+    path, nb = chapter
+    counts = [c.execution_count for c in code_cells(nb) if "skip-execution" not in tags(c)]
+    assert counts == list(range(1, len(counts) + 1)), \
+        f"{path.name}: run scripts/execute_notebooks.py (execution counts {counts})"
+    for cell in code_cells(nb):
+        if "skip-execution" in tags(cell):
+            assert not cell.outputs and cell.execution_count is None, path.name
+        for output in cell.outputs:
+            assert output.output_type != "error" or "raises-exception" in tags(cell), path.name
+    assert "widgets" not in nb.metadata, f"{path.name}: strip the widget state"
+    assert path.stat().st_size < MAX_NOTEBOOK_BYTES, f"{path.name}: too large (figures?)"
+
+
+def test_result_cells_are_checked_against_stored_outputs(chapter):
+    path, nb = chapter
+    checked = [c for c in code_cells(nb) if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert checked, f"{path.name}: no '# NBVAL_CHECK_OUTPUT' cell"
+    assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no stored output"
+    for cell in code_cells(nb):
+        if "interact(" in cell.source or "widgets." in cell.source:
+            assert cell.source.startswith("# NBVAL_IGNORE_OUTPUT"), path.name
+
+
+# ------------------------------------------------------------------ scripts
+
+
+def test_student_edition_drops_solutions(tmp_path):
+    student_edition = load_script("student_edition")
+    removed = student_edition.write_edition(CHAPTERS, tmp_path)
+    for path in CHAPTERS:
+        original = nbformat.read(path, as_version=4)
+        student = nbformat.read(tmp_path / path.name, as_version=4)
+        text = "\n".join(c.source for c in student.cells)
+        assert "{solution-start}" not in text and "{solution-end}" not in text
+        assert removed[path.name] == len(EXERCISE.findall(text)) >= 3
+        stubs = [c for c in student.cells if "skip-execution" in tags(c)]
+        assert len(stubs) == len([c for c in original.cells if "skip-execution" in tags(c)])
+        assert all(not c.outputs for c in code_cells(student))
+        assert len(student.cells) < len(original.cells)
+
+
+def test_student_edition_rejects_unbalanced_markers():
+    student_edition = load_script("student_edition")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("```{solution-start} x\n```")])
+    with pytest.raises(ValueError, match="ends inside a solution"):
+        student_edition.strip_solutions(nb)
+    nb.cells = [nbformat.v4.new_markdown_cell("```{solution-end}\n```")]
+    with pytest.raises(ValueError, match="without a preceding"):
+        student_edition.strip_solutions(nb)
+
+
+def test_screenshot_explains_a_missing_chromium(monkeypatch):
+    screenshot = load_script("screenshot")
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    with pytest.raises(SystemExit, match="apt-get install chromium"):
+        screenshot.find_chromium()
+
+
+def test_execute_script_strips_widget_state():
+    execute_notebooks = load_script("execute_notebooks")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    nb.metadata["widgets"] = {"state": {}}
+    nb.cells[0].metadata["execution"] = {"iopub.status.busy": "now"}
+    execute_notebooks.strip_metadata(nb)
+    assert "widgets" not in nb.metadata and "execution" not in nb.cells[0].metadata
+    assert nb.metadata["kernelspec"]["name"] == "python3"
