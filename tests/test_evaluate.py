@@ -249,6 +249,14 @@ def test_invalid_generation_counted_wrong():
     assert "likelihood" not in got["sst2"]
 
 
+def test_likelihood_tie_is_invalid():
+    tok = WordTok(GLUE_WORDS)
+    model = BigramLM(tok, {":": {"positive": 0.3, "negative": 0.3}})
+    got = ev.general_ability(model, tok, ["sst2"], data={"sst2": [{"sentence": "p", "label": 1}]},
+                             mode="likelihood")
+    assert got["sst2"]["likelihood"]["invalid"] == 1
+
+
 def test_likelihood_mode_metrics():
     tok = WordTok(GLUE_WORDS)
     model = BigramLM(tok, {":": {"positive": 0.3, "negative": 0.2}})
@@ -261,10 +269,13 @@ def test_likelihood_mode_metrics():
 
 def test_parsers():
     assert SPECS["mmlu"].parse(" B\n\nQuestion") == 1
-    assert SPECS["mmlu"].parse(" (C) Helium") == 2
-    assert SPECS["mmlu"].parse(" Because") == -1
+    assert SPECS["mmlu"].parse(" (C) Helium") == -1      # the letter must precede a newline
+    assert SPECS["mmlu"].parse(" data\n") == 0           # the reference's quirk, kept
     assert SPECS["mrpc"].parse(" Yes, and no") == 1
-    assert SPECS["rte"].parse(" false.") == 1 and SPECS["nli"].parse(" False") == 0
+    assert SPECS["cola"].parse(" I do not know") == 0     # "no" inside "not": as the reference
+    assert SPECS["rte"].parse(" true or false") == 1     # "false" is tested first
+    assert SPECS["rte"].parse(" True.") == 0 and SPECS["nli"].parse(" True") == 1
+    assert SPECS["nli"].parse(" true") == -1             # NLI is case-sensitive
     assert SPECS["cola"].parse(" perhaps") == -1
 
 

@@ -4,11 +4,14 @@ Six tasks, each a prompt template and a set of answer words (the table below is 
 ``glue_eval``). Two scoring modes per example:
 
 * ``generation``: greedy decoding of ``gen_len`` = 5 new tokens (stopping at end-of-text), then
-  a case-insensitive substring test of the new text for each answer word in the listed order
-  (so "yes" wins over "no" when both occur, as in the reference); MMLU takes a letter A–D standing
-  alone at the start. No match → prediction −1, "invalid", counted wrong.
-* ``likelihood``: the answer word with the largest exp(−mean-token NLL) of ``" " + word`` after
-  the prompt (never invalid).
+  the reference's substring tests on the new text, in its order: SST-2 "positive" before
+  "negative"; MRPC / CoLA "yes" before "no" (so "not" and "know" read as "no"; this order is
+  assumed, not checked against the reference files);
+  RTE "false" before "true" (lower-cased); NLI "True" before "False" (case-sensitive); MMLU
+  "a\\n", "b\\n", "c\\n", "d\\n" in the lower-cased text (a letter followed by a newline).
+  No match → prediction −1, "invalid", counted wrong.
+* ``likelihood``: the answer word with the strictly largest exp(−mean-token NLL) of
+  ``" " + word`` after the prompt; a tie gives −1 as in the reference.
 
 Metrics per mode: ``accuracy`` = correct / n, ``f1`` (sklearn weighted F1), ``mcc`` (Matthews),
 ``correct``, ``incorrect``, ``invalid``. The reference's ``f1`` is our ``generation`` f1 and its
@@ -21,7 +24,6 @@ NLI items use 1 = entailment (the reference's "entailment" → 1), so there "Tru
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -31,7 +33,6 @@ from .generation import generate
 from .scoring import continuation_nll
 
 TASKS = ("sst2", "mrpc", "cola", "rte", "mmlu", "nli")
-_LETTER = re.compile(r"^\(?([ABCD])\)?(?![A-Za-z])")
 
 
 def _mmlu_prompt(x: Mapping[str, Any]) -> str:
@@ -41,34 +42,42 @@ def _mmlu_prompt(x: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    """A zero-shot task: how to write the prompt and which word answers which label."""
+    """A zero-shot task: its prompt, its answer words and how a generated text is parsed.
+
+    ``answers`` are (word, label) pairs scored by likelihood; ``markers`` are (substring, label)
+    pairs tried in order on the generated text (lower-cased unless ``case_sensitive``).
+    """
 
     name: str
     prompt: Callable[[Mapping[str, Any]], str]
-    answers: tuple[tuple[str, int], ...]  # (answer word, label), in parsing order
+    answers: tuple[tuple[str, int], ...]
+    markers: tuple[tuple[str, int], ...]
+    case_sensitive: bool = False
 
     def parse(self, text: str) -> int:
         """The label named by a generated text, or −1 when it names none."""
-        if self.name == "mmlu":
-            found = _LETTER.match(text.strip())
-            return "ABCD".index(found.group(1)) if found else -1
-        lowered = text.lower()
-        return next((label for word, label in self.answers if word.lower() in lowered), -1)
+        text = text if self.case_sensitive else text.lower()
+        return next((label for marker, label in self.markers if marker in text), -1)
 
 
+YES_NO = (("yes", 1), ("no", 0))
 SPECS = {
     "sst2": Task("sst2", lambda x: f"Review :{x['sentence']}\nSentiment :",
-                 (("positive", 1), ("negative", 0))),
+                 (("positive", 1), ("negative", 0)), (("positive", 1), ("negative", 0))),
     "mrpc": Task("mrpc", lambda x: ("Are the sentences paraphrases of each other.\n"
                                     f"Sentence 1: {x['sentence1']}\nSentence 2: {x['sentence2']}"
-                                    "\nAnswer:"), (("Yes", 1), ("No", 0))),
+                                    "\nAnswer:"), (("Yes", 1), ("No", 0)), YES_NO),
     "cola": Task("cola", lambda x: ("Is this sentence linguistically acceptable?\n"
-                                    f"Sentence: {x['sentence']}\nAnswer: "), (("Yes", 1), ("No", 0))),
+                                    f"Sentence: {x['sentence']}\nAnswer: "),
+                 (("Yes", 1), ("No", 0)), YES_NO),
     "rte": Task("rte", lambda x: f"{x['sentence1']}\nquestion: {x['sentence2']} True or False?\n"
-                                 "answer:", (("True", 0), ("False", 1))),
+                                 "answer:", (("True", 0), ("False", 1)),
+                (("false", 1), ("true", 0))),
     "nli": Task("nli", lambda x: f"{x['sentence1']} entails the {x['sentence2']} True or False? "
-                                 "Answer:", (("True", 1), ("False", 0))),
-    "mmlu": Task("mmlu", _mmlu_prompt, tuple((letter, i) for i, letter in enumerate("ABCD"))),
+                                 "Answer:", (("True", 1), ("False", 0)),
+                (("True", 1), ("False", 0)), case_sensitive=True),
+    "mmlu": Task("mmlu", _mmlu_prompt, tuple((letter, i) for i, letter in enumerate("ABCD")),
+                 tuple((letter + "\n", i) for i, letter in enumerate("abcd"))),
 }
 
 
@@ -98,7 +107,10 @@ def _likelihood_predictions(model, tok, task: Task, prompts, batch_size: int):
     words = [" " + word for word, _ in task.answers]
     nll = continuation_nll(model, tok, [p for p in prompts for _ in words], words * len(prompts),
                            batch_size=batch_size).view(len(prompts), len(words))
-    return [task.answers[int(i)][1] for i in (-nll).exp().argmax(-1)]
+    prob = (-nll).exp()
+    best = prob.max(-1, keepdim=True).values
+    unique = (prob == best).sum(-1) == 1  # the reference returns −1 on a tie
+    return [task.answers[int(i)][1] if ok else -1 for i, ok in zip(prob.argmax(-1), unique)]
 
 
 def evaluate_task(model, tok, task: str, items: Sequence[Mapping[str, Any]], *,
