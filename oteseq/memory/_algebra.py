@@ -84,16 +84,17 @@ def woodbury(A_inv: torch.Tensor, U: torch.Tensor, B: torch.Tensor, signs: torch
     return Woodbury(X, A_inv_new, float(magnitude.max() / magnitude.min()))
 
 
-def drift(A0: torch.Tensor, P: torch.Tensor | None, K_active: torch.Tensor, U: torch.Tensor,
-          B: torch.Tensor) -> float:
-    """How far the maintained inverse is from ``A⁻¹``: ``‖A (A⁻¹ b) − b‖ / ‖b‖``, ``b = B·1``.
+def residual(A0: torch.Tensor, P: torch.Tensor | None, K_active: torch.Tensor, X: torch.Tensor,
+             B: torch.Tensor) -> float:
+    """Accuracy of a solve ``X ≈ A⁻¹ B``: ``‖A (X·1) − B·1‖ / ‖B·1‖`` (the drift check).
 
-    ``U = A_inv B`` is already computed by the step, so the check costs one product with ``A``
-    (O(d² + d n)). Exact arithmetic gives 0; a fresh Cholesky inverse gives about eps·cond(A).
+    ``A = A0 + (P K)(P K)ᵀ`` over ``K_active``; one product with ``A``, O(d² + d n). Exact
+    arithmetic gives 0, a fresh Cholesky solve about eps·cond(A); Woodbury up/downdates let it
+    grow, and the memory refreshes when it does.
     """
     b = B.sum(dim=1, keepdim=True)
     scale = float(torch.linalg.norm(b))
     if scale == 0.0:
         return 0.0
-    residual = apply_normal(A0, P, K_active, U.sum(dim=1, keepdim=True)) - b
-    return float(torch.linalg.norm(residual)) / scale
+    error = apply_normal(A0, P, K_active, X.sum(dim=1, keepdim=True)) - b
+    return float(torch.linalg.norm(error)) / scale

@@ -85,6 +85,11 @@ class LinearMemory:
         return self._state.W.clone()
 
     @property
+    def E(self) -> torch.Tensor | None:
+        """The error-feedback cache ``E = (Δ̂ − Δ) A`` of the last step (a copy; ``None`` if off)."""
+        return None if self._state.E is None else self._state.E.clone()
+
+    @property
     def options(self) -> MemoryOptions:
         return self._state.options
 
@@ -191,7 +196,7 @@ def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:
     if A0.shape[0] == 0 or not bool(A0.any()):
         return None
     try:
-        return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1]
+        return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1].contiguous()
     except SingularSystemError:
         return None
 

@@ -69,7 +69,8 @@ def state_dict(state: MemoryState) -> dict:
         "since_refresh": state.since_refresh, "n_refreshes": state.n_refreshes,
         "drift_baseline": None if baseline is None or math.isnan(baseline) else baseline,
         "next_auto": state.next_auto}
-    return {"tensors": {k: v.clone() for k, v in tensors.items() if v is not None},
+    return {"tensors": {k: v.clone(memory_format=torch.contiguous_format)
+                        for k, v in tensors.items() if v is not None},
             "metadata": metadata}
 
 
@@ -108,7 +109,8 @@ def state_dict_header(state: MemoryState) -> dict:
 def from_state_dict(d: dict, options: MemoryOptions, device: torch.device) -> MemoryState:
     """Rebuild a state from :func:`state_dict` output (shapes checked, tensors copied)."""
     meta = d["metadata"]
-    t = {k: v.to(device=device, dtype=torch.float64).clone() for k, v in d["tensors"].items()}
+    t = {k: v.to(device=device, dtype=torch.float64).clone(memory_format=torch.contiguous_format)
+         for k, v in d["tensors"].items()}
     d_out, d_in = meta["d_out"], meta["d_in"]
     expected = {"W": (d_out, d_in), "W0": (d_out, d_in), "A0": (d_in, d_in), "P": (d_in, d_in),
                 "A_inv": (d_in, d_in), "E": (d_out, d_in),

@@ -51,8 +51,10 @@ def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
     system = _solve(st, store, B_s, signs)
     refreshed = system.L is not None and aligned
     delta, W, E = _update(st, store, K_s, V_s, signs, system, refreshed)
-    new = st.with_(
-        W=W, E=E, store=store, A_inv=system.A_inv if aligned else st.A_inv, steps=st.steps + 1,
+    A_inv = system.A_inv if aligned else st.A_inv
+    new = st.with_(  # one memory layout, so a reloaded state continues bit for bit
+        W=W.contiguous(), E=None if E is None else E.contiguous(), store=store,
+        A_inv=None if A_inv is None else A_inv.contiguous(), steps=st.steps + 1,
         since_refresh=0 if refreshed else st.since_refresh + 1,
         n_refreshes=st.n_refreshes + refreshed, drift_baseline=system.baseline)
     return new, delta, EditReport(**summary, drift=system.drift, capacitance_cond=system.cond,
@@ -73,17 +75,18 @@ def _solve(st: MemoryState, store: ConstraintStore, B_s: torch.Tensor,
         return _System(torch.cholesky_solve(B_s, L), A_inv, L)
     due = st.A_inv is None or (opt.refresh_every is not None
                                and st.since_refresh + 1 >= opt.refresh_every)
-    drift, baseline = math.nan, None
+    K_new = store.columns()[0]
     if not due:
-        U = st.A_inv @ B_s
-        drift = alg.drift(st.A0, st.P, st.store.columns()[0], U, B_s)
-        baseline = drift if st.drift_baseline is None else st.drift_baseline
-        if drift <= max(DRIFT_TOL, DRIFT_GROWTH * baseline):
-            wb = alg.woodbury(st.A_inv, U, B_s, signs, need_inverse=True)
-            if wb is not None:
+        wb = alg.woodbury(st.A_inv, st.A_inv @ B_s, B_s, signs, need_inverse=True)
+        if wb is not None:
+            drift = alg.residual(st.A0, st.P, K_new, wb.X, B_s)
+            baseline = drift if st.drift_baseline is None else st.drift_baseline
+            if drift <= max(DRIFT_TOL, DRIFT_GROWTH * baseline):
                 return _System(wb.X, wb.A_inv, None, drift, wb.cond, baseline)
-    L, A_inv = alg.dense_factor(st.A0, alg.project(store.columns()[0], st.P))
-    return _System(torch.cholesky_solve(B_s, L), A_inv, L, drift)
+    L, A_inv = alg.dense_factor(st.A0, alg.project(K_new, st.P))
+    X = torch.cholesky_solve(B_s, L)
+    drift = alg.residual(st.A0, st.P, K_new, X, B_s)
+    return _System(X, A_inv, L, drift, baseline=drift)
 
 
 def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: torch.Tensor,

@@ -25,6 +25,7 @@ class ConstraintStore:
     used: int = 0
     row_ids: tuple = ()                                   # id of each used row, None if dead
     index: dict = field(default_factory=dict)             # id -> tuple of live rows, ascending
+    dead: int = 0                                         # rows marked dead (None in row_ids)
 
     @classmethod
     def empty(cls, d_in: int, d_out: int, device: torch.device, keep_values: bool,
@@ -36,7 +37,7 @@ class ConstraintStore:
 
     @property
     def n_active(self) -> int:
-        return self.used - self.row_ids.count(None)
+        return self.used - self.dead
 
     def ids(self) -> list[Id]:
         """Active ids, each once, in order of first insertion."""
@@ -61,21 +62,26 @@ class ConstraintStore:
     def changed(self, remove_rows: list[int], K: torch.Tensor, V: torch.Tensor,
                 ids: list[Id]) -> ConstraintStore:
         """A new store without ``remove_rows`` and with the columns of ``(K, V)`` appended."""
-        row_ids = list(self.row_ids)
+        row_ids, index = list(self.row_ids), dict(self.index)
         for row in remove_rows:
+            index.pop(row_ids[row], None)
             row_ids[row] = None
         Kt, Vt = self.Kt, self.Vt
-        if Kt is not None and Vt is not None:
-            dead = row_ids.count(None)
-            if dead > 16 and 2 * dead > len(row_ids):
-                keep = [row for row, x in enumerate(row_ids) if x is not None]
+        dead = self.dead + len(remove_rows)
+        if dead > 16 and 2 * dead > len(row_ids):  # drop dead rows: rows renumbered
+            keep = [row for row, x in enumerate(row_ids) if x is not None]
+            if Kt is not None and Vt is not None:
                 Kt, Vt = _compact(Kt, Vt, keep, len(keep) + len(ids))
-                row_ids = [row_ids[row] for row in keep]
+            row_ids = [row_ids[row] for row in keep]
+            index, dead = _index(row_ids), 0
+        if Kt is not None and Vt is not None:
             Kt, Vt = _grow(Kt, Vt, len(row_ids) + len(ids))
             Kt[len(row_ids): len(row_ids) + len(ids)] = K.T
             Vt[len(row_ids): len(row_ids) + len(ids)] = V.T
+        for row, x in enumerate(ids, start=len(row_ids)):
+            index[x] = index.get(x, ()) + (row,)
         row_ids += ids
-        return ConstraintStore(Kt, Vt, len(row_ids), tuple(row_ids), _index(row_ids))
+        return ConstraintStore(Kt, Vt, len(row_ids), tuple(row_ids), index, dead)
 
     def export(self) -> tuple[torch.Tensor | None, torch.Tensor | None, list[Id]]:
         """Active rows as fresh contiguous ``(Kt, Vt)`` (m, d) and their ids, in order."""
