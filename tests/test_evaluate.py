@@ -188,9 +188,10 @@ def test_zsre_token_accuracy_by_hand():
 
 # ---------------------------------------------------------------- batched == one at a time
 
-def test_batched_equals_one_prompt_at_a_time():
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])  # llama: a tokenizer that adds BOS
+def test_batched_equals_one_prompt_at_a_time(arch):
     from oteseq.toy import counterfact as toy_cf, zsre as toy_zsre
-    model, tok = tiny_model("gpt2", seed=1)
+    model, tok = tiny_model(arch, seed=1)
     records = toy_cf(5, seed=3)
     batched = ev.counterfact(model, tok, records, batch_size=7, per_record=True)
     for record, row in zip(records, batched["per_record"]):
@@ -287,3 +288,11 @@ def test_glue_prompts_match_reference_table():
     assert SPECS["rte"].prompt(x) == "A\nquestion: B True or False?\nanswer:"
     assert SPECS["nli"].prompt(x) == "A entails the B True or False? Answer:"
     assert SPECS["mmlu"].prompt(x) == "Question: Q\n(A) a\n(B) b\n(C) c\n(D) d\nAnswer:"
+
+
+def test_toy_general_ability_is_delegated():
+    from oteseq.toy import general_ability as toy_ability
+    model, tok = tiny_model("gpt2", seed=0)
+    options = {"n_facts": 12, "n_texts": 3}
+    assert ev.general_ability(model, tok, data="toy", toy_options=options) == toy_ability(
+        model, tok, **options)

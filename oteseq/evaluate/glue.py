@@ -130,14 +130,16 @@ def evaluate_task(model, tok, task: str, items: Sequence[Mapping[str, Any]], *,
 
 
 def general_ability(model, tok, tasks: Sequence[str] = TASKS, *, data=None, n: int = 100,
-                    mode: str = "both", gen_len: int = 5, batch_size: int = 32) -> dict[str, Any]:
+                    mode: str = "both", gen_len: int = 5, batch_size: int = 32,
+                    toy_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Zero-shot accuracy / F1 / MCC of ``model`` on the GLUE-style suite, per task and mode.
 
     ``data`` maps a task to its test items; by default ``oteseq.data.glue(task)`` (which
     downloads once and drops the 10 items the reference reserves for few-shot examples). The
     first ``n`` items are used. ``mode`` is "both", "generation" or "likelihood".
-    ``data="toy"`` delegates to ``oteseq.toy.general_ability(model, tok)`` (toy-world recall
-    and perplexity, the CI-scale stand-in). See the module docstring for RTE's label polarity.
+    ``data="toy"`` delegates to ``oteseq.toy.general_ability(model, tok, **toy_options)``
+    (toy-world recall and perplexity, the CI-scale stand-in; ``tasks`` and ``n`` are then
+    unused). See the module docstring for RTE's label polarity.
     """
     if mode not in ("both", "generation", "likelihood"):
         raise ValueError(f"mode={mode!r}; use 'both', 'generation' or 'likelihood'")
@@ -146,7 +148,7 @@ def general_ability(model, tok, tasks: Sequence[str] = TASKS, *, data=None, n: i
         if not hasattr(toy, "general_ability"):
             raise OteseqError("oteseq.toy.general_ability is missing; update oteseq or pass "
                               "GLUE data through data={task: items}")
-        return toy.general_ability(model, tok)
+        return toy.general_ability(model, tok, **dict(toy_options or {}))
     unknown = [t for t in tasks if t not in SPECS]
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; known: {list(SPECS)}")
