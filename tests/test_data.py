@@ -149,6 +149,9 @@ def test_attribute_snippets_and_tfidf(cache):
     (folder / "tfidf_vocab.json").write_text(json.dumps({"lisbon": 0}))
     with pytest.raises(data.SchemaError, match="1 tokens but idf.npy 2"):
         data.tfidf()
+    (folder / "idf.npy").write_bytes(b"not numpy")
+    with pytest.raises(data.SchemaError, match="idf.npy: not a numpy array file.*delete"):
+        data.tfidf()
 
 
 def _rte_zip(n_per_label: int) -> bytes:

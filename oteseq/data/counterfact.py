@@ -63,14 +63,21 @@ def attribute_snippets() -> dict[str, dict[str, list[dict[str, str]]]]:
 
 
 def _check_idf(path: Path) -> None:
-    idf = np.load(path, allow_pickle=False)
+    try:
+        idf = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise SchemaError(f"idf.npy: not a numpy array file ({exc}); delete {path} to download "
+                          "it again") from exc
     if idf.ndim != 1 or not np.isfinite(idf).all():
         raise SchemaError(f"idf.npy: expected a finite 1-d array, got shape {idf.shape}; delete "
                           f"{path} to download it again")
 
 
 def _check_vocab(path: Path) -> None:
-    vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError:
+        vocab = None
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise SchemaError(f"tfidf_vocab.json: expected an object token -> column; delete {path} "
                           "to download it again")
