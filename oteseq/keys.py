@@ -193,9 +193,10 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int,
     return ids.to(device), mask.to(device)
 
 
-def _accumulate(sums: dict, name: str, hidden: torch.Tensor, chunk, n: int) -> None:
-    """Add the chunk's weighted vectors at the fact tokens into ``sums[name]: (d, n)``."""
-    device = hidden.device
+def _accumulate(sums: dict, name: str, hidden: torch.Tensor, chunk, n: int, device) -> None:
+    """Add the chunk's weighted vectors at the fact tokens into ``sums[name]: (d, n)``, kept on
+    ``device`` (the edited module's; a hook may see the input before a dispatcher moves it)."""
+    hidden = hidden.to(device)
     batch = torch.arange(len(chunk), device=device)
     index = torch.tensor([row[1] for row in chunk], device=device)
     owner = torch.tensor([row[2] for row in chunk], device=device)
@@ -235,8 +236,9 @@ def module_io_at_subject(model, tok, requests: Sequence[Request], layers: Sequen
                                         stop=True) as traces:
             model(input_ids=ids, attention_mask=mask)
         for name in names.values():
-            _accumulate(key_sums, name, traces[name].input, chunk, len(requests))
-            _accumulate(out_sums, name, traces[name].output, chunk, len(requests))
+            device = models.module_device(model.get_submodule(name))
+            _accumulate(key_sums, name, traces[name].input, chunk, len(requests), device)
+            _accumulate(out_sums, name, traces[name].output, chunk, len(requests), device)
     return {layer: ModuleIO(key_sums[name], out_sums[name]) for layer, name in names.items()}
 
 

@@ -143,8 +143,9 @@ def _accumulate(model, sums: dict[str, torch.Tensor], batch: list[list[int]], pa
                                     stop=True) as traces:
         model(input_ids=ids, attention_mask=mask)
     for name, total in sums.items():
-        hidden = traces[name].input
-        keys = hidden[mask.to(hidden.device).bool()].to(torch.float64)  # (tokens, d_in)
+        hidden = traces[name].input  # on whatever device the hook saw it
+        keys = hidden[mask.to(hidden.device).bool()]  # (tokens, d_in), then to the sum's device
+        keys = keys.to(device=total.device, dtype=torch.float64)
         total.addmm_(keys.T, keys)
     return int(mask.sum())
 

@@ -202,3 +202,20 @@ def test_plumbing_never_names_a_device():
     for name in ("models.py", "hooks.py", "keys.py", "stats.py"):
         source = (root / name).read_text()
         assert '"cuda' not in source and "'cuda" not in source and ".cuda(" not in source
+
+
+def test_results_live_on_each_edited_modules_device(monkeypatch):
+    """Stand-in for a device_map split (this machine has one device): report the edited module
+    of layer 2 as living on "meta"; its keys and C0 must be built there, layer 0's on the CPU."""
+    from oteseq import keys
+    from oteseq.requests import Request
+
+    model, tok = tiny_model("gpt2")
+    elsewhere, real = models.edited_module(model, 2), models.module_device
+    monkeypatch.setattr(models, "module_device",
+                        lambda m: torch.device("meta") if m is elsewhere else real(m))
+    K = keys.compute_keys(model, tok, [Request("The capital of {} is", "Paris", "Rome")], [0, 2],
+                          templates=["{}", "A day. {}"])
+    C0 = _moments(model, tok, [0, 2])
+    assert {layer: K[layer].device.type for layer in K} == {0: "cpu", 2: "meta"}
+    assert {layer: C0[layer].device.type for layer in C0} == {0: "cpu", 2: "meta"}
