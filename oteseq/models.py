@@ -3,7 +3,9 @@
 Every architecture fact oteseq needs is a row of :data:`ARCHITECTURES`, keyed by the
 transformers ``config.model_type``. Modules are always found by *name* (``model.get_submodule``),
 so a model spread over devices with ``device_map`` works: tensors go to the device of the module
-that uses them (:func:`module_device`), never to a hard-coded device.
+that uses them (:func:`module_device`), never to a hard-coded device. Limits: weights offloaded
+to disk or CPU by ``accelerate`` (``meta`` parameters) cannot be read or written, and the
+multi-device path is tested here only by routing (one machine, one device).
 
 The edited matrix is handled in one orientation only, ``W: (d_out, d_in)`` with ``y = W k + b``.
 GPT-2's ``Conv1D`` stores the transpose; :func:`read_weight` and :func:`write_weight` convert by
