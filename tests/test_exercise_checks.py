@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from oteseq import ols
-from oteseq.exercise_checks import ch06
+from oteseq.exercise_checks import ch06, ch10
 
 # ----------------------------------------------------------------------------- chapter 6
 
@@ -83,3 +83,61 @@ def test_in_place_modification_is_caught():
 
     with pytest.raises(AssertionError, match="in place"):
         ch06.check_alphaedit_ote(in_place)
+
+
+# ---------------------------------------------------------------------------- chapter 10
+
+
+def retract(W, A, K_old, V_old):
+    delta, A_new = ols.downdate_step(W, A, K_old, V_old)
+    return W + delta, A_new
+
+
+def replace(W, A, K_old, V_old, K_new, V_new):
+    delta, A_new = ols.replace_step(W, A, K_old, V_old, K_new, V_new)
+    return W + delta, A_new
+
+
+def deconflict(ids, K, V):
+    last = {x: j for j, x in enumerate(ids)}
+    columns = sorted(last.values())
+    return K[:, columns], V[:, columns]
+
+
+def accumulate_instead(W, A, K_old, V_old, K_new, V_new):
+    A_acc = A + K_new @ K_new.T
+    W_acc = W + torch.linalg.solve(A_acc, ((V_new - W @ K_new) @ K_new.T).T).T
+    return W_acc, A_acc - K_old @ K_old.T
+
+
+@pytest.mark.parametrize("check, solution", [
+    (ch10.check_retract, retract),
+    (ch10.check_replace, replace),
+    (ch10.check_deconflict, deconflict),
+    (ch10.check_deconflict, lambda ids, K, V: tuple(x.flip(1) for x in deconflict(ids, K, V))),
+])
+def test_correct_chapter10_solutions_pass(check, solution, capsys):
+    assert 0.0 <= check(solution) < 1e-8
+    assert capsys.readouterr().out.startswith("\u2713 " + check.__name__)
+
+
+@pytest.mark.parametrize("check, wrong, message", [
+    (ch10.check_retract, lambda W, A, K, V: (2 * W - retract(W, A, K, V)[0], A - K @ K.T),
+     "sign of the update"),
+    (ch10.check_retract, lambda W, A, K, V: (retract(W, A, K, V)[0] - W, A - K @ K.T),
+     "returned the update"),
+    (ch10.check_retract, lambda W, A, K, V: (retract(W, A, K, V)[0], A), "A_new = A − K_old"),
+    (ch10.check_retract, lambda W, A, K, V: retract(W, A, K, V)[0], "return a pair"),
+    (ch10.check_replace, accumulate_instead, "plain accumulation"),
+    (ch10.check_replace, lambda W, A, Ko, Vo, Kn, Vn: (W, A - Ko @ Ko.T + Kn @ Kn.T),
+     "V_new − W K_new"),
+    (ch10.check_deconflict, lambda ids, K, V: (K, V), "one column per id"),
+    (ch10.check_deconflict,
+     lambda ids, K, V: tuple(x.flip(1) for x in deconflict(ids[::-1], K.flip(1), V.flip(1))),
+     "LAST column"),
+    (ch10.check_deconflict, lambda ids, K, V: (deconflict(ids, K, V)[0],
+                                               deconflict(ids, K, V)[1].flip(1)), "paired"),
+])
+def test_wrong_chapter10_solutions_fail_with_a_hint(check, wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        check(wrong)
