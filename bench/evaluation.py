@@ -5,7 +5,8 @@
 Prints the time of three ways to score the same toy CounterFact records — one sequence per
 forward pass (batch_size=1), one record per call (the reference's per-record batching), and
 everything batched (oteseq, batch_size=64) — their speed-up ratios, and the time to evaluate
-``--records`` records without generation, so you can see it does not dominate an experiment.
+``--records`` records without generation, so you can see it does not dominate an experiment,
+and the time of the generation metrics (fluency) on ``--gen-records`` records.
 Uses ``oteseq.load_model("toy")`` when the toy weights are installed, else a random GPT-2 of
 the same family built from a config (the numbers then only show the batching ratio).
 """
@@ -45,6 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--small", type=int, default=100, help="records for the ratio runs")
+    parser.add_argument("--gen-records", type=int, default=50,
+                        help="records for the generation (fluency) timing")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -71,6 +74,11 @@ def main() -> None:
     z_records = toy_zsre(args.records, seed=1)
     t_z, z = _timed(lambda: ev.zsre(model, tok, z_records, batch_size=64))
     print(f"zsRE, {len(z_records)} records: {t_z:.2f} s (efficacy {z['efficacy']:.3f})")
+    gen = records[:args.gen_records]
+    n_gen = sum(len(r["generation_prompts"]) for r in gen)
+    t_gen, g = _timed(lambda: ev.counterfact(model, tok, gen, generation=True, batch_size=64))
+    print(f"CounterFact with generation, {len(gen)} records ({n_gen} texts of 100 tokens): "
+          f"{t_gen:.2f} s (fluency {g['fluency']:.1f})")
 
 
 if __name__ == "__main__":
