@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from oteseq import keys, models
@@ -150,3 +152,24 @@ def test_no_requests_gives_empty_keys():
     model, tok = tiny_model("gptj")
     io = keys.module_io_at_subject(model, tok, [], [1], templates=["{}"])
     assert io[1].keys.shape == (128, 0) and io[1].outputs.shape == (32, 0)
+
+
+WORDS = ["The", "capital", "of", "Paris", "is", "in", "Varnholm", "you", "I", "think", "'s",
+         "Danielle", "Darrieux", "Norwegian", ",", "city", "north"]
+
+
+@given(words=st.lists(st.sampled_from(WORDS), min_size=0, max_size=6),
+       subject=st.lists(st.sampled_from(WORDS[3:]), min_size=1, max_size=3),
+       slot=st.integers(0, 6), bos=st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_subject_span_property(words, subject, slot, bos):
+    """Anywhere the slot is, the tokens first..last decode to the subject (modulo spaces)."""
+    tok = tiny_tokenizer(bos=bos)
+    words = list(words)
+    words.insert(min(slot, len(words)), "{}")
+    prompt, subject_text = " ".join(words), " ".join(subject)
+    ids = tok(prompt.replace("{}", subject_text)).input_ids
+    first = keys.subject_last_index(tok, prompt, subject_text, mode="subject_first")
+    last = keys.subject_last_index(tok, prompt, subject_text)
+    assert tok.decode(ids[first: last + 1]).strip() == subject_text
+    assert 0 < first if bos else 0 <= first
