@@ -296,3 +296,23 @@ def test_toy_general_ability_is_delegated():
     options = {"n_facts": 12, "n_texts": 3}
     assert ev.general_ability(model, tok, data="toy", toy_options=options) == toy_ability(
         model, tok, **options)
+
+
+def test_all_six_tasks_run_on_the_sample_and_default_data_comes_from_the_cache(tmp_path,
+                                                                               monkeypatch):
+    import json
+    from importlib import resources
+    sample = json.loads(resources.files("oteseq.data").joinpath(
+        "fixtures/glue_sample.json").read_text())
+    model, tok = tiny_model("gpt2", seed=0)
+    got = ev.general_ability(model, tok, data=sample, n=3)
+    assert sorted(got) == sorted(SPECS)
+    for task, result in got.items():
+        assert result["n"] == min(3, len(sample[task]))
+        for mode in ("generation", "likelihood"):
+            counts = result[mode]
+            assert counts["correct"] + counts["incorrect"] + counts["invalid"] == result["n"]
+    monkeypatch.setenv("OTESEQ_DATA", str(tmp_path))
+    (tmp_path / "glue").mkdir()
+    (tmp_path / "glue" / "cola.json").write_text(json.dumps(sample["cola"]))
+    assert ev.general_ability(model, tok, ["cola"]) == {"cola": got["cola"]}
