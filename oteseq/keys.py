@@ -1,8 +1,8 @@
 """Keys ``k``: the input of the edited matrix at the subject's token, averaged over prefixes.
 
 For a request ``(prompt, subject)`` and a template ``t`` (a string with one ``{}``), the text
-``t.format(prompt).format(subject)`` is run through the model and the input of the edited module
-is read at one token (``fact_token``). MEMIT averages over templates in groups: the mean within
+``t.replace("{}", prompt)`` with the subject in the prompt's slot is run through the model and
+the input of the edited module is read at one token (``fact_token``). MEMIT averages over templates in groups: the mean within
 each group, then the mean of the groups. With MEMIT's templates, the bare ``"{}"`` and five
 generated prefixes, that is ``k = ½ k("{}") + ½ · mean₅ k(prefix + prompt)``.
 
