@@ -6,17 +6,14 @@ same way from the public sources below: per label shuffle with ``random.Random(3
 shuffle the union, drop the first 10 (the reference reserves them for few-shot examples). The
 items are therefore drawn by the same recipe, not identical to the reference's.
 
-========  ==================================================================  ===============
-task      source (validation data)                                            label
-========  ==================================================================  ===============
-sst2      GLUE ``SST-2.zip`` → ``dev.tsv``                                    1 positive
-cola      GLUE ``CoLA.zip`` → ``dev.tsv``                                     1 acceptable
-rte       GLUE ``RTE.zip`` → ``dev.tsv``                                      0 entailment
-mrpc      MSR paraphrase corpus, GLUE's dev ids (``mrpc_dev_ids.tsv``)        1 paraphrase
-nli       GLUE ``MNLI.zip`` → ``dev_matched.tsv`` (unverified choice: the      1 entailment
-          reference does not say which NLI set it used)
-mmlu      Hendrycks et al. ``data.tar`` → ``data/test/*_test.csv``             0–3 = A–D
-========  ==================================================================  ===============
+- ``sst2``: GLUE ``SST-2.zip`` → ``dev.tsv``; label 1 = positive.
+- ``cola``: GLUE ``CoLA.zip`` → ``dev.tsv``; label 1 = acceptable.
+- ``rte``: GLUE ``RTE.zip`` → ``dev.tsv``; label 0 = entailment, 1 = not_entailment (GLUE's).
+- ``mrpc``: the MSR paraphrase corpus (``msr_paraphrase_train.txt``) restricted to GLUE's dev
+  ids (``mrpc_dev_ids.tsv``); label 1 = paraphrase.
+- ``nli``: GLUE ``MNLI.zip`` → ``dev_matched.tsv``, label 1 = entailment, 0 = neutral or
+  contradiction (unverified choice: the reference does not say which NLI set it used).
+- ``mmlu``: Hendrycks et al. ``data.tar`` → ``data/test/*_test.csv``; label 0–3 = A–D.
 
 GLUE archives: ``https://dl.fbaipublicfiles.com/glue/data/{SST-2,CoLA,RTE,MNLI}.zip``.
 """

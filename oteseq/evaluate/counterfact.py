@@ -3,20 +3,19 @@
 For every prompt two continuations are scored, ``" " + target_new`` and ``" " + target_true``,
 by their mean-token NLL (:func:`oteseq.evaluate.scoring.continuation_nll`):
 
-=========================  =====================================================  ==============
-returned key               definition (per prompt, then mean over the record's     reference key
-                           prompts, then mean over records)
-=========================  =====================================================  ==============
-``efficacy``               [NLL_true > NLL_new] on the rewrite prompt              rewrite_success
-``efficacy_magnitude``     exp(−NLL_new) − exp(−NLL_true) on the rewrite prompt   rewrite_diff
-``generalization``         [NLL_true > NLL_new] on paraphrase prompts              paraphrase_success
-``generalization_magnitude`` exp(−NLL_new) − exp(−NLL_true), paraphrases         paraphrase_diff
-``specificity``            [NLL_true < NLL_new] on neighbourhood prompts           neighborhood_success
-``specificity_magnitude``  exp(−NLL_true) − exp(−NLL_new), neighbourhood          neighborhood_diff
-``score``                  harmonic mean of efficacy, generalization, specificity  score
-``fluency``                mean n-gram entropy of generated text, ×100 (≈600)      ngram_entropy
-``consistency``            TF-IDF cosine with snippets of the new object           reference_score
-=========================  =====================================================  ==============
+Each rate is computed per prompt, averaged over the record's prompts, then over records
+(reference key from ``summarize.py`` in brackets):
+
+- ``efficacy`` [rewrite_success]: NLL_true > NLL_new on the rewrite prompt;
+- ``efficacy_magnitude`` [rewrite_diff]: exp(−NLL_new) − exp(−NLL_true) on the rewrite prompt;
+- ``generalization`` [paraphrase_success] and ``generalization_magnitude`` [paraphrase_diff]:
+  the same on the paraphrase prompts;
+- ``specificity`` [neighborhood_success]: NLL_true < NLL_new on the neighbourhood prompts;
+- ``specificity_magnitude`` [neighborhood_diff]: exp(−NLL_true) − exp(−NLL_new) there;
+- ``score`` [score]: harmonic mean of efficacy, generalization and specificity;
+- ``fluency`` [ngram_entropy]: mean n-gram entropy of generated text, ×100 (≈600);
+- ``consistency`` [reference_score]: TF-IDF cosine between the generated texts and Wikipedia
+  snippets about other subjects with the new object.
 
 Rates and magnitudes are returned in [0, 1] (magnitudes in [−1, 1]); the papers print them
 ×100. ``fluency`` is returned on the reference's printed scale (bits ×100, ≈600 for a healthy
