@@ -74,6 +74,8 @@ def generate(model, tok, prompts: Sequence[str], *, max_length: int | None = 100
     Each sequence grows to ``max_length`` tokens including its prompt, or by ``max_new_tokens``.
     Deterministic given ``seed`` and the batch composition.
     """
+    if max_length is None and max_new_tokens is None:
+        raise ValueError("give max_length (tokens including the prompt) or max_new_tokens")
     encoded = [list(tok(p)["input_ids"]) for p in prompts]
     budgets = [max_new_tokens if max_new_tokens is not None else max(0, max_length - len(p))
                for p in encoded]
