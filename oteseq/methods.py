@@ -12,7 +12,6 @@ values for GPT-2 XL, GPT-J and Llama-3-8B (editing-anchors §5) and chosen ones 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,7 +74,6 @@ class Hparams:
     mom2_n_samples: int = 100000     # texts for C0 (MEMIT counts articles)
     nullspace_threshold: float = 2e-2  # AlphaEdit: eigenvalues of C0 below it span P
     ridge: float = 0.0               # alpha·I in the normal matrix (AlphaEdit L2; 1 for _err)
-    rect_keep: float = 0.4           # RECT: fraction of entries of Δ kept (_err variants 0.2)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
@@ -112,7 +110,9 @@ def memory_options(name: str, hp: Hparams, C0: torch.Tensor) -> tuple[dict, int 
     """Keyword arguments of ``LinearMemory(W0, C0, **kwargs)`` for method ``name``, and rank(P).
 
     AlphaEdit: ``lam = 0`` (C0 enters only through ``P``), ``ridge = alpha``. The ``_err``
-    variants add ``ridge·I`` (the reference's ``+I``); plain RECT keeps ``rect_keep``.
+    variants add ``ridge·I`` (the reference's ``+I``). RECT keeps 20 % of the entries (the
+    original RECT and the ``_err`` reference; ``MEMIT_seq_rect`` kept 40 %) — a fixed string
+    operator, so the memory stays saveable.
     """
     m = method(name)
     kwargs = dict(lam=hp.lam if m.uses_lam else 0.0, accumulate=m.accumulate, ridge=hp.ridge,
@@ -120,10 +120,8 @@ def memory_options(name: str, hp: Hparams, C0: torch.Tensor) -> tuple[dict, int 
     rank = None
     if m.projection:
         kwargs["projection"], rank = ols.nullspace_projector(C0, hp.nullspace_threshold)
-    if m.post == "rect":
-        kwargs["post"] = functools.partial(ols.rect, keep=hp.rect_keep)
-    elif m.post == "prune":
-        kwargs["post"] = "prune"
+    if m.post is not None:
+        kwargs["post"] = m.post
     return kwargs, rank
 
 
@@ -184,8 +182,7 @@ def default_hparams(model_or_name, method_name: str = "memit-seq") -> Hparams:
     GPT-2 XL, GPT-J-6B, Llama-3-8B: the reference values (editing-anchors §5). gpt2 /
     gpt2-medium / gpt2-large: chosen (see ``_CHOSEN``). The toy model: layers 1–3 of its
     blocks and lam 2000, chosen on 100 toy edits. Other models: the XL band of layers scaled
-    to the depth. Method changes: AlphaEdit ridge 10; ``_err`` ridge 1 (the reference's +I) and
-    RECT keeps 20 %; ROME one layer (the reference's), clamp 4 (3 for gpt2-medium) and 21
+    to the depth. Method changes: AlphaEdit ridge 10; ``_err`` ridge 1 (the reference's +I); ROME one layer (the reference's), clamp 4 (3 for gpt2-medium) and 21
     templates.
     """
     m = method(method_name)
@@ -203,7 +200,7 @@ def default_hparams(model_or_name, method_name: str = "memit-seq") -> Hparams:
     if m.projection:
         base["ridge"] = 10.0
     if m.error_feedback:
-        base.update(ridge=1.0, rect_keep=0.2)
+        base["ridge"] = 1.0
     if m.one_by_one:
         base.update(layers=(_ROME_LAYER.get(key, base["layers"][-1]),),
                     clamp_norm_factor=3.0 if key == "gpt2-medium" else 4.0,

@@ -1,0 +1,377 @@
+"""``Editor``: the multi-layer sequential editing loop, one LinearMemory per edited matrix.
+
+For a batch of requests (MEMIT, editing-anchors §4.2), with edited layers ``l_0 < … < l_{L−1}``:
+
+1. target values ``Z*`` (d_model, n) at the last edited layer, before any weight changes
+   (:func:`oteseq.values.compute_values`);
+2. for ``i = 0 … L−1``, on the *current, partly edited* model: keys ``K_i`` (d_in, n) at layer
+   ``l_i``, the current block output ``Z_cur`` at the last layer, the share of the residual
+   ``R_i = (Z* − Z_cur)/(L − i)``, and the constraints ``W_i K_i ≈ V_i = W_i K_i + R_i`` handed
+   to layer ``l_i``'s memory under the requests' ids; the memory's new ``W`` is written back.
+
+Whatever happens inside ``edit`` — an exception, NaN, ``KeyboardInterrupt`` — the weights and
+memories are restored to their state before the call. The editor keeps only the memories and
+an exact CPU copy of the original edited matrices; never a copy of the model.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from . import hooks, keys, methods, models
+from .errors import (ConflictError, DeviceDtypeError, NonFiniteError, OteseqError, RequestError,
+                     StateMismatchError)
+from .memory import LinearMemory
+from .requests import Request
+from .values import compute_values
+
+log = logging.getLogger(__name__)
+FORMAT, VERSION = "oteseq-editor", 1
+
+
+@dataclass(frozen=True)
+class EditReport:
+    """What one :meth:`Editor.edit` did."""
+
+    n_edits: int                            # requests written into the model
+    ids: tuple = ()                         # their ids, in order
+    losses: tuple[float, ...] = ()          # final value-optimisation loss per written request
+    steps: tuple[int, ...] = ()             # Adam steps per written request
+    update_norms: dict = field(default_factory=dict)  # layer -> ‖Δ‖_F of this call
+    conflicts: tuple = ()                   # ids that were already active (handled by policy)
+    skipped: tuple = ()                     # ids whose target the model already predicted
+    timings: dict = field(default_factory=dict)  # seconds: values, keys, solve, total
+
+
+class Editor:
+    """Sequential knowledge editing of ``model`` with ``method`` (see :mod:`oteseq.methods`).
+
+    ``hparams`` default to :func:`oteseq.methods.default_hparams`; ``stats`` maps each edited
+    layer to ``C0`` (default: :func:`oteseq.stats.second_moments`, cached); ``templates`` are
+    the context templates (default: sampled once with ``seed``, or the toy world's prefixes).
+    """
+
+    def __init__(self, model, tok, method: str = "memit-seq", *, hparams=None, stats=None,
+                 on_conflict: str = "replace", progress: bool = True,
+                 templates: Sequence[str] | None = None, seed: int = 0):
+        models.arch_of(model)
+        self.model, self.tok, self.method = model, tok, method
+        self._config = methods.method(method)
+        self.hparams = hparams if hparams is not None else methods.default_hparams(model, method)
+        self.on_conflict, self.progress = on_conflict, progress
+        self.layers = _checked_layers(model, self.hparams.layers)
+        if self._config.one_by_one and len(self.layers) != 1:
+            raise OteseqError(f"ROME edits one layer; hparams.layers={self.layers}")
+        self._modules = {l: models.edited_module(model, l) for l in self.layers}
+        self._original = {l: models.read_weight(m).cpu() for l, m in self._modules.items()}
+        self._C0 = _checked_stats(model, tok, self.hparams, self._modules, stats, progress)
+        self.templates = list(templates) if templates is not None else _templates(
+            model, tok, self.hparams, seed)
+        self.fingerprint = models.model_fingerprint(model)
+        self.rank_P: dict[int, int | None] = {}
+        self._memories = self._fresh_memories()
+        self.n_edits = 0
+
+    # ----------------------------------------------------------------- editing
+    def edit(self, requests: Iterable[Request]) -> EditReport:
+        """Write ``requests`` into the model (atomically); see the module docstring."""
+        requests = _checked_requests(requests)
+        if self._config.one_by_one:
+            return _merge([self._atomic(self._edit_batch, [r]) for r in requests])
+        return self._atomic(self._edit_batch, requests)
+
+    def retract(self, ids: Sequence) -> dict:
+        """Remove the constraints of the listed ``ids`` from every layer exactly (memit-seq-like
+        methods only); returns ``{layer: ‖Δ‖_F}``."""
+        return self._atomic(self._retract, list(ids))
+
+    def revert(self) -> None:
+        """Restore the original edited matrices bit for bit and forget every edit."""
+        for layer, module in self._modules.items():
+            models.write_weight(module, self._original[layer])
+        self._memories, self.n_edits = self._fresh_memories(), 0
+
+    @property
+    def ids(self) -> list:
+        """Ids of the active edits (those of the first edited layer's memory)."""
+        return self._memories[self.layers[0]].ids
+
+    def memory(self, layer: int) -> LinearMemory:
+        """The :class:`LinearMemory` of an edited layer."""
+        return self._memories[layer]
+
+    def _atomic(self, operation, *args):
+        weights = {l: models.read_weight(m) for l, m in self._modules.items()}
+        memories, n_edits = {l: copy.copy(m) for l, m in self._memories.items()}, self.n_edits
+        try:
+            return operation(*args)
+        except BaseException:
+            for layer, module in self._modules.items():
+                models.write_weight(module, weights[layer])
+            self._memories, self.n_edits = memories, n_edits
+            raise
+
+    def _edit_batch(self, requests: list[Request]) -> EditReport:
+        hp, clock = self.hparams, _Clock()
+        with clock("values"):
+            known = _already_predicted(self.model, self.tok, requests)
+            todo = [r for r, k in zip(requests, known) if not k]
+            conflicts = tuple(r.id for r in todo if r.id in self._memories[self.layers[0]])
+            if conflicts and self.on_conflict == "error":
+                raise ConflictError(f"request id(s) {list(conflicts)} are already active and "
+                                    "on_conflict='error'; retract them first or use 'replace'")
+            if not todo:
+                return EditReport(0, skipped=tuple(r.id for r in requests), timings=clock.t)
+            values = compute_values(self.model, self.tok, todo, self.layers[-1], hp,
+                                    templates=self.templates, progress=self.progress)
+            _check_finite(values.z, "target values z*")
+        ids, norms = [r.id for r in todo], {}
+        for i, layer in enumerate(self.layers):
+            with clock("keys"):
+                K = keys.compute_keys(self.model, self.tok, todo, [layer], fact_token=hp.fact_token,
+                                      templates=self._key_templates())[layer]
+                z_cur = block_output_at_subject(self.model, self.tok, todo, self.layers[-1],
+                                                hp.fact_token)
+            with clock("solve"):
+                mem = self._memories[layer]
+                R = (values.z.to(z_cur.device) - z_cur) / (len(self.layers) - i)
+                V = mem.W64 @ K.to(mem.W64) + R.to(mem.W64)
+                delta = mem.edit(K, V, ids)
+                models.write_weight(self._modules[layer], mem.W)
+                norms[layer] = float(torch.linalg.matrix_norm(delta))
+        self.n_edits += len(todo)
+        return EditReport(len(todo), tuple(ids), tuple(values.loss.tolist()),
+                          tuple(values.steps.tolist()), norms, conflicts,
+                          tuple(r.id for r, k in zip(requests, known) if k), clock.t)
+
+    def _retract(self, ids: list) -> dict:
+        norms = {}
+        for layer in self.layers:
+            delta = self._memories[layer].retract(ids)
+            models.write_weight(self._modules[layer], self._memories[layer].W)
+            norms[layer] = float(torch.linalg.matrix_norm(delta))
+        return norms
+
+    def _key_templates(self):
+        # ROME averages all its templates plainly; MEMIT: ½ bare prompt + ½ mean of prefixes
+        return [self.templates] if self._config.one_by_one else self.templates
+
+    def _fresh_memories(self) -> dict[int, LinearMemory]:
+        memories = {}
+        for layer, module in self._modules.items():
+            kwargs, self.rank_P[layer] = methods.memory_options(self.method, self.hparams,
+                                                                self._C0[layer])
+            if self._config.one_by_one:  # the equality-constrained limit, see _ROME_LAM
+                kwargs["lam"] = _ROME_LAM
+            memories[layer] = LinearMemory(self._original[layer].to(models.module_device(module)),
+                                           self._C0[layer], on_conflict=self.on_conflict,
+                                           **kwargs)
+        return memories
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write ``path/editor.json`` and one ``layer_<l>/memory.{safetensors,json}`` per layer."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for layer, mem in self._memories.items():
+            mem.save(path / f"layer_{layer}")
+        meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
+                "model": str(getattr(self.model.config, "name_or_path", "")),
+                "layer_names": [models.edited_name(self.model, l) for l in self.layers],
+                "method": self.method, "hparams": self.hparams.to_dict(),
+                "templates": self.templates, "on_conflict": self.on_conflict,
+                "n_edits": self.n_edits, "rank_P": {str(l): r for l, r in self.rank_P.items()}}
+        (path / "editor.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path, model, tok, *, stats=None, progress: bool = True) -> "Editor":
+        """The editor saved in ``path``, attached to ``model`` (unedited, or already carrying
+        exactly the saved edits); its weights are set to the saved ones. ``stats`` (C0) are
+        only needed by a later :meth:`revert` and are loaded from the cache when missing."""
+        path = Path(path)
+        meta = json.loads((path / "editor.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise StateMismatchError(f"{path} is not an oteseq editor state (format "
+                                     f"{meta.get('format')!r}); save it with Editor.save")
+        _check_same_model(meta, model)
+        ed = cls.__new__(cls)
+        ed.model, ed.tok, ed.method = model, tok, meta["method"]
+        ed._config, ed.hparams = methods.method(ed.method), methods.Hparams.from_dict(meta["hparams"])
+        ed.on_conflict, ed.progress, ed.templates = meta["on_conflict"], progress, meta["templates"]
+        ed.layers = _checked_layers(model, ed.hparams.layers)
+        ed._modules = {l: models.edited_module(model, l) for l in ed.layers}
+        ed.fingerprint, ed.n_edits = meta["fingerprint"], meta["n_edits"]
+        ed.rank_P = {int(l): r for l, r in meta["rank_P"].items()}
+        ed._memories = {l: LinearMemory.load(path / f"layer_{l}", device=models.module_device(m))
+                        for l, m in ed._modules.items()}
+        ed._original = {}
+        for layer, module in ed._modules.items():
+            ed._original[layer] = _original_weight(ed._memories[layer], module, layer)
+        ed._C0 = _LazyStats(model, tok, ed.hparams, ed._modules, stats, progress)
+        for layer, module in ed._modules.items():
+            models.write_weight(module, ed._memories[layer].W)
+        return ed
+
+
+_ROME_LAM = 1e-6
+"""ROME as a memory: ``accumulate=False`` and ``lam → 0`` give ``Δ = R (C0⁻¹k)ᵀ/(lam + kᵀC0⁻¹k)``,
+the equality-constrained rank-one update of :func:`oteseq.ols.rome` up to a relative
+``lam/(kᵀC0⁻¹k)`` (≈ 1e-6/d_in). Unlike the reference, the residual and the denominator use
+the template-averaged key k̄ rather than the bare prompt's key."""
+
+
+def _checked_layers(model, layers) -> tuple[int, ...]:
+    count = models.n_layers(model)
+    bad = [l for l in layers if not 0 <= l < count]
+    if bad:
+        raise OteseqError(f"hparams.layers {list(layers)}: layer(s) {bad} do not exist, the model "
+                          f"has layers 0..{count - 1}; choose layers in that range")
+    return tuple(layers)
+
+
+def _checked_requests(requests) -> list[Request]:
+    requests = list(requests)
+    bad = [r for r in requests if not isinstance(r, Request)]
+    if bad:
+        raise RequestError(f"{len(bad)} item(s) are not oteseq.Request, e.g. {bad[0]!r}; build "
+                           "them with Request(prompt=..., subject=..., target=...)")
+    ids = [r.id for r in requests]
+    dups = [x for i, x in enumerate(ids) if x in ids[:i]]
+    if dups:
+        raise RequestError(f"duplicate request id(s) {sorted(set(map(str, dups)))} in one edit "
+                           "call; keep one request per (subject, relation) or give distinct ids")
+    return requests
+
+
+def _checked_stats(model, tok, hp, modules, stats, progress) -> dict:
+    if stats is None:
+        from . import stats as stats_module
+        stats = stats_module.second_moments(model, tok, list(modules), corpus=hp.mom2_corpus,
+                                            n_samples=hp.mom2_n_samples, progress=progress)
+    missing = [l for l in modules if l not in stats]
+    if missing:
+        raise OteseqError(f"stats has no C0 for layer(s) {missing}; pass second moments of every "
+                          f"edited layer {list(modules)} (oteseq.stats.second_moments)")
+    for layer, module in modules.items():
+        if stats[layer].device != models.module_device(module):
+            raise DeviceDtypeError(
+                f"C0 of layer {layer} is on {stats[layer].device} but the edited matrix on "
+                f"{models.module_device(module)}; move it: stats = {{l: C.to(device) ...}}")
+    return {l: stats[l] for l in modules}
+
+
+class _LazyStats(dict):
+    """C0 for a loaded editor, computed (from the cache) only if a revert needs it."""
+
+    def __init__(self, model, tok, hp, modules, stats, progress):
+        super().__init__()
+        self._args = (model, tok, hp, modules, stats, progress)
+
+    def __missing__(self, layer):
+        self.update(_checked_stats(*self._args))
+        return dict.__getitem__(self, layer)
+
+
+def _templates(model, tok, hp, seed: int) -> list[str]:
+    if hp.template_source == "toy":
+        from .toy import context_prefixes
+        return keys.context_templates(model, tok, source=context_prefixes())
+    out = ["{}"]
+    for length, count in hp.context_templates:
+        out += keys.context_templates(model, tok, n=count, length=length, seed=seed)[1:]
+    return out
+
+
+def _check_same_model(meta: dict, model) -> None:
+    fingerprint = models.model_fingerprint(model)
+    if meta["fingerprint"] != fingerprint:
+        raise StateMismatchError(f"the state was saved for model {meta['model']!r} (fingerprint "
+                                 f"{meta['fingerprint']}), not this one ({fingerprint}); load it "
+                                 "into the model it was made for")
+    names = [models.edited_name(model, l) for l in meta["hparams"]["layers"]]
+    if names != meta["layer_names"]:
+        raise StateMismatchError(f"saved layers {meta['layer_names']} differ from {names}")
+
+
+def _original_weight(mem: LinearMemory, module, layer: int) -> torch.Tensor:
+    """The unedited matrix: the memory's W0, which must match the model now (or its W)."""
+    now = models.read_weight(module)
+    W0 = mem.state_dict()["tensors"]["W0"].to(now.dtype)
+    if not (torch.equal(now, W0.to(now.device)) or torch.equal(now, mem.W.to(now.device))):
+        raise StateMismatchError(f"layer {layer}: the model's weight is neither the saved original "
+                                 "nor the saved edited one; load into a fresh copy of the model")
+    return W0.cpu()
+
+
+def _already_predicted(model, tok, requests: list[Request]) -> list[bool]:
+    """Whether greedy decoding after the prompt already gives every target token."""
+    rows, spans = [], []
+    for r in requests:
+        ids = list(tok(r.text).input_ids)
+        target = list(tok(" " + r.target, add_special_tokens=False).input_ids)
+        rows.append(ids + target[:-1])
+        spans.append((len(ids) - 1, target))
+    if not rows:
+        return []
+    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
+    with torch.no_grad():
+        top = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.argmax(-1).cpu()
+    return [top[i, s: s + len(t)].tolist() == t for i, (s, t) in enumerate(spans)]
+
+
+def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
+                            fact_token: str = "subject_last") -> torch.Tensor:
+    """Residual output ``Z`` (d_model, n) of block ``layer`` at each bare prompt's fact token."""
+    rows = [list(tok(r.text).input_ids) for r in requests]
+    index = [keys.subject_last_index(tok, r.prompt, r.subject, mode=fact_token) for r in requests]
+    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
+    with torch.no_grad(), hooks.Trace(models.block(model, layer), stop=True) as trace:
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+    out = trace.output
+    return out[torch.arange(len(rows), device=out.device), torch.tensor(index, device=out.device)].float().T
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"{what} contain NaN or inf; nothing was changed. Lower v_lr or "
+                             "check the model's dtype (fp16 overflow)")
+
+
+class _Clock:
+    """Accumulates wall-clock seconds per phase: ``with clock("keys"): ...``."""
+
+    def __init__(self):
+        self.t: dict[str, float] = {"values": 0.0, "keys": 0.0, "solve": 0.0}
+
+    def __call__(self, phase: str):
+        clock = self
+
+        class _Phase:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.t[phase] = clock.t.get(phase, 0.0) + time.perf_counter() - self.start
+        return _Phase()
+
+
+def _merge(reports: list[EditReport]) -> EditReport:
+    """One report for several one-request ROME steps."""
+    norms: dict = {}
+    for r in reports:
+        for layer, value in r.update_norms.items():
+            norms[layer] = norms.get(layer, 0.0) + value
+    cat = lambda name: tuple(x for r in reports for x in getattr(r, name))  # noqa: E731
+    timings = {k: sum(r.timings.get(k, 0.0) for r in reports) for k in ("values", "keys", "solve")}
+    return EditReport(sum(r.n_edits for r in reports), cat("ids"), cat("losses"), cat("steps"),
+                      norms, cat("conflicts"), cat("skipped"), timings)
+
+
+__all__ = ["EditReport", "Editor", "block_output_at_subject"]
