@@ -16,9 +16,9 @@ PostHoc = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 DEFAULT_REFRESH_EVERY = 1000
 """Steps between exact refreshes (Cholesky of ``A``); the drift check may refresh earlier."""
-DRIFT_TOL = 1e-10
-"""Refresh when the drift check exceeds ``max(DRIFT_TOL, DRIFT_GROWTH · drift after refresh)``."""
-DRIFT_GROWTH = 100.0
+DRIFT_TOL, DRIFT_GROWTH = 1e-10, 10.0
+"""Refresh when the estimated relative error of a Woodbury solve exceeds
+``max(DRIFT_TOL, DRIFT_GROWTH · that of the last exact solve)`` (the latter: ill-conditioned A)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,6 @@ class EditReport:
     duplicates_dropped: tuple = ()        # ids given twice in one call (earlier columns dropped)
     conflicts: tuple = ()                 # ids of the call that were already active
     n_active: int = 0                     # constraint columns active after the step
-    drift: float = float("nan")           # ‖A'·(A'⁻¹b) − b‖/‖b‖ of this step's solve
+    drift: float = float("nan")           # estimated relative error of this step's solve
     capacitance_cond: float = float("nan")  # condition number of the small Woodbury system
     refreshed: bool = False               # whether A⁻¹ (and W, when exact) was recomputed

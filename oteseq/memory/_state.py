@@ -6,7 +6,6 @@ single assignment, so a failure at any point leaves the memory exactly as it was
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ class MemoryState:
     lam: float
     options: MemoryOptions
     A0: torch.Tensor                 # (d_in, d_in) lam C0 + ridge I (or ridge I + lam P C0 P)
+    A0_norm: float                   # ‖A0‖_F, for the drift check (derived from A0)
     P: torch.Tensor | None           # (d_in, d_in) AlphaEdit projector
     W: torch.Tensor                  # (d_out, d_in) master copy of the edited weight
     A_inv: torch.Tensor | None       # inverse of A (accumulate) or of A0 (not); None: singular
@@ -39,8 +39,8 @@ class MemoryState:
     steps: int = 0
     since_refresh: int = 0
     n_refreshes: int = 0
-    drift_baseline: float | None = None  # drift measured on the first step after a refresh
     next_auto: int = 0               # number of the next automatic id "edit-<n>"
+    drift_floor: float = 0.0         # drift check value of the last exact (refresh) solve
 
     def with_(self, **changes) -> MemoryState:
         return replace(self, **changes)
@@ -60,15 +60,13 @@ def state_dict(state: MemoryState) -> dict:
     Kt, Vt, ids = state.store.export()
     tensors = {"W": state.W, "W0": state.W0, "A0": state.A0, "P": state.P,
                "A_inv": state.A_inv, "E": state.E, "Kt": Kt, "Vt": Vt}
-    baseline = state.drift_baseline
     metadata = {
         "format": FORMAT, "version": VERSION, "d_out": state.W0.shape[0],
         "d_in": state.W0.shape[1], "dtype": str(state.dtype).removeprefix("torch."),
         "lam": state.lam, "options": _options_json(state.options),
         "ids": [id_to_json(x) for x in ids], "steps": state.steps,
         "since_refresh": state.since_refresh, "n_refreshes": state.n_refreshes,
-        "drift_baseline": None if baseline is None or math.isnan(baseline) else baseline,
-        "next_auto": state.next_auto}
+        "next_auto": state.next_auto, "drift_floor": state.drift_floor}
     return {"tensors": {k: v.clone(memory_format=torch.contiguous_format)
                         for k, v in tensors.items() if v is not None},
             "metadata": metadata}
@@ -126,10 +124,10 @@ def from_state_dict(d: dict, options: MemoryOptions, device: torch.device) -> Me
     store = ConstraintStore.restore(t.get("Kt"), t.get("Vt"), [id_from_json(x) for x in meta["ids"]])
     return MemoryState(
         W0=t["W0"], dtype=getattr(torch, meta["dtype"]), lam=float(meta["lam"]), options=options,
-        A0=t["A0"], P=t.get("P"), W=t["W"], A_inv=t.get("A_inv"), E=t.get("E"), store=store,
+        A0=t["A0"], A0_norm=float(torch.linalg.norm(t["A0"])), P=t.get("P"), W=t["W"], A_inv=t.get("A_inv"), E=t.get("E"), store=store,
         steps=meta["steps"], since_refresh=meta["since_refresh"],
-        n_refreshes=meta["n_refreshes"], drift_baseline=meta["drift_baseline"],
-        next_auto=meta["next_auto"])
+        n_refreshes=meta["n_refreshes"], next_auto=meta["next_auto"],
+        drift_floor=float(meta["drift_floor"]))
 
 
 def save_files(d: dict, path: str | os.PathLike) -> None:

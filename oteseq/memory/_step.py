@@ -29,7 +29,6 @@ class _System:
     L: torch.Tensor | None           # Cholesky factor of A' when it was refreshed densely
     drift: float = math.nan
     cond: float = math.nan
-    baseline: float | None = None
 
 
 def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
@@ -56,7 +55,8 @@ def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
         W=W.contiguous(), E=None if E is None else E.contiguous(), store=store,
         A_inv=None if A_inv is None else A_inv.contiguous(), steps=st.steps + 1,
         since_refresh=0 if refreshed else st.since_refresh + 1,
-        n_refreshes=st.n_refreshes + refreshed, drift_baseline=system.baseline)
+        n_refreshes=st.n_refreshes + refreshed,
+        drift_floor=system.drift if refreshed else st.drift_floor)
     return new, delta, EditReport(**summary, drift=system.drift, capacitance_cond=system.cond,
                                   refreshed=refreshed)
 
@@ -79,14 +79,12 @@ def _solve(st: MemoryState, store: ConstraintStore, B_s: torch.Tensor,
     if not due:
         wb = alg.woodbury(st.A_inv, st.A_inv @ B_s, B_s, signs, need_inverse=True)
         if wb is not None:
-            drift = alg.residual(st.A0, st.P, K_new, wb.X, B_s)
-            baseline = drift if st.drift_baseline is None else st.drift_baseline
-            if drift <= max(DRIFT_TOL, DRIFT_GROWTH * baseline):
-                return _System(wb.X, wb.A_inv, None, drift, wb.cond, baseline)
+            drift = alg.forward_error(st.A0, st.P, K_new, wb.X, B_s, wb.A_inv)
+            if drift <= max(DRIFT_TOL, DRIFT_GROWTH * st.drift_floor):
+                return _System(wb.X, wb.A_inv, None, drift, wb.cond)
     L, A_inv = alg.dense_factor(st.A0, alg.project(K_new, st.P))
     X = torch.cholesky_solve(B_s, L)
-    drift = alg.residual(st.A0, st.P, K_new, X, B_s)
-    return _System(X, A_inv, L, drift, baseline=drift)
+    return _System(X, A_inv, L, alg.forward_error(st.A0, st.P, K_new, X, B_s, A_inv))
 
 
 def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: torch.Tensor,
@@ -98,7 +96,7 @@ def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: tor
         K, V = store.columns()
         Z = torch.cholesky_solve(alg.project(K, st.P), system.L)      # A⁻¹ B (d_in, n)
         W = torch.addmm(st.W0, V - st.W0 @ K, Z.T)
-        return _finite(W - st.W, "the update"), _finite(W, "the edited weight"), st.E
+        return W - st.W, _finite(W, "the edited weight"), st.E
     R = V_s - st.W @ K_s
     delta = (R * signs) @ system.X.T                                   # R_s S B_sᵀ A'⁻¹
     if opt.error_feedback:
@@ -109,7 +107,7 @@ def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: tor
     if opt.error_feedback:  # E = (Δ̂ − Δ) A', with A' = A0 + B Bᵀ over the system's keys
         K_sys = store.columns()[0] if opt.accumulate else K_s
         E = _finite(alg.apply_normal(st.A0, st.P, K_sys, (delta_hat - delta).T).T, "E")
-    return _finite(delta_hat, "the update"), _finite(st.W + delta_hat, "the edited weight"), E
+    return delta_hat, _finite(st.W + delta_hat, "the edited weight (W + Δ)"), E
 
 
 def _post_operator(post: object) -> PostHoc | None:

@@ -1,0 +1,128 @@
+"""One sequential-editing step: LinearMemory (Woodbury, O(d² k)) vs a dense solve (O(d³)).
+
+    python bench/solver.py [--quick] [--threads N] [--device cpu]
+
+Part 1 (speed): one aligned SE (MEMIT-seq) step with ``k`` new keys, ``d_out = d_in / 4``
+(GPT-2 shapes: d_in = 768 attention / 3072 small MLP / 6400 XL MLP), float64. The dense step is
+what a naive MEMIT-seq implementation does every batch: ``A += K Kᵀ``, Cholesky of ``A``,
+``X = A⁻¹ K`` by two triangular solves, ``Δ = (V − W K) Xᵀ``. The memory step is
+``LinearMemory.edit`` (Woodbury update of the maintained ``A⁻¹``, the drift check, ``Δ`` and
+``W += Δ``). Times are the minimum over repeats (the machine may be shared); the ratio is
+dense / memory.
+
+Part 2 (accuracy): thousands of incremental small-batch edits at a moderate ``d``; the relative
+distance ``‖W − W_OTE‖ / ‖W_OTE‖`` to the dense OTE of all edits so far, once with periodic
+refreshes off (only the drift check may refresh) and once with the default ``refresh_every``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from oteseq.memory import LinearMemory
+
+F64 = torch.float64
+
+
+def second_moment(d: int, g: torch.Generator, device: str) -> torch.Tensor:
+    """A C0 with a decaying spectrum (about 1e-2 … 1e2) that costs O(d² m), not O(d³)."""
+    m = min(d, 256)
+    G = torch.randn(d, m, generator=g, dtype=F64) * torch.logspace(1, -1, m, dtype=F64)
+    return (G @ G.T / m + 1e-2 * torch.eye(d, dtype=F64)).to(device)
+
+
+def dense_step(A: torch.Tensor, W: torch.Tensor, K: torch.Tensor, V: torch.Tensor):
+    """The naive MEMIT-seq step: ``A ← A + K Kᵀ``; ``Δ = (V − W K) Kᵀ A⁻¹`` by Cholesky."""
+    A = torch.addmm(A, K, K.T)
+    L = torch.linalg.cholesky(A)
+    X = torch.cholesky_solve(K, L)
+    delta = (V - W @ K) @ X.T
+    return A, W + delta
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def speed_cell(d_in: int, k: int, repeats: int, device: str, prefill: int) -> tuple[float, float]:
+    """(dense seconds, memory seconds) for one step of ``k`` keys after ``prefill`` keys."""
+    g = torch.Generator().manual_seed(d_in + k)
+    d_out = d_in // 4
+    C0 = second_moment(d_in, g, device)
+    W0 = torch.randn(d_out, d_in, generator=g, dtype=F64).to(device)
+    Kp = torch.randn(d_in, prefill, generator=g, dtype=F64).to(device)
+    memory = LinearMemory(W0, C0, 1.0, refresh_every=None)
+    memory.edit(Kp, W0 @ Kp + 0.1)
+    A = C0 + Kp @ Kp.T
+    batches = [(torch.randn(d_in, k, generator=g, dtype=F64).to(device),
+                torch.randn(d_out, k, generator=g, dtype=F64).to(device)) for _ in range(repeats)]
+    it = iter(batches)
+    t_memory = best_time(lambda: memory.edit(*next(it)), repeats)
+    it = iter(batches)
+    t_dense = best_time(lambda: dense_step(A, W0, *next(it)), repeats)
+    assert not memory.last_report.refreshed, "a refresh would time the dense path"
+    return t_dense, t_memory
+
+
+def accuracy(d_in: int, k: int, checkpoints: list[int], refresh_every, device: str):
+    """Relative distance of the incremental W to the dense OTE after each checkpoint."""
+    g = torch.Generator().manual_seed(7)
+    d_out, n = d_in // 4, max(checkpoints) * k
+    C0 = second_moment(d_in, g, device)
+    W0 = torch.randn(d_out, d_in, generator=g, dtype=F64).to(device)
+    K = torch.randn(d_in, n, generator=g, dtype=F64).to(device)
+    V = W0 @ K + torch.randn(d_out, n, generator=g, dtype=F64).to(device)
+    memory = LinearMemory(W0, C0, 1.0, refresh_every=refresh_every)
+    rows, start = [], time.perf_counter()
+    for t in range(1, max(checkpoints) + 1):
+        memory.edit(K[:, (t - 1) * k:t * k], V[:, (t - 1) * k:t * k])
+        if t in checkpoints:
+            Kt, Vt = K[:, :t * k], V[:, :t * k]
+            A = C0 + Kt @ Kt.T
+            W_ote = W0 + torch.linalg.solve(A, Kt @ (Vt - W0 @ Kt).T).T
+            distance = float(torch.linalg.norm(memory.W64 - W_ote) / torch.linalg.norm(W_ote))
+            refreshes = memory.state_dict()["metadata"]["n_refreshes"]
+            rows.append((t, distance, refreshes, time.perf_counter() - start))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dims, ks = ([256, 768], [1, 10]) if args.quick else ([768, 3072, 6400], [1, 10, 100])
+    acc_d, acc_k, checkpoints = (128, 1, [200, 500]) if args.quick else (1024, 1, [2000, 5000])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"float64\n")
+    print("Part 1 — one SE step (aligned, MEMIT-seq), d_out = d_in/4, 200 keys already active")
+    print(f"{'d_in':>6} {'k':>5} {'dense Cholesky s':>17} {'LinearMemory s':>15} {'speed-up':>9}")
+    for d_in in dims:
+        repeats = 2 if d_in >= 6400 else 3
+        for k in ks:
+            t_dense, t_memory = speed_cell(d_in, k, repeats, args.device, prefill=200)
+            print(f"{d_in:>6} {k:>5} {t_dense:>17.4f} {t_memory:>15.4f} {t_dense / t_memory:>8.1f}x",
+                  flush=True)
+    print(f"\nPart 2 — accuracy of {max(checkpoints)} incremental edits of k = {acc_k} key "
+          f"(d_in = {acc_d}, d_out = {acc_d // 4}, lam = 1, C0 spectrum ≈ 1e-2…1e2)")
+    print(f"{'refresh_every':>14} {'edits':>6} {'‖W − W_OTE‖/‖W_OTE‖':>21} {'refreshes':>10} "
+          f"{'elapsed s':>10}")
+    for refresh_every in (None, 1000):
+        for t, distance, refreshes, elapsed in accuracy(acc_d, acc_k, checkpoints, refresh_every,
+                                                        args.device):
+            print(f"{str(refresh_every):>14} {t:>6} {distance:>21.2e} {refreshes:>10} "
+                  f"{elapsed:>10.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
