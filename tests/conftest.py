@@ -1,9 +1,13 @@
 """pytest hooks for the notebook tests (nbval).
 
-1. Outputs that legitimately differ between runs — stderr, HTML and JavaScript reprs — are never
-   compared (the recipe from the nbval documentation).
+1. Outputs that legitimately differ between runs — stderr, HTML and JavaScript reprs, widget
+   views — are never compared (the recipe from the nbval documentation).
 2. A cell tagged ``skip-execution`` (myst-nb's tag for student stubs and GPU-only cells) is
    skipped by nbval too, so one tag serves the book and the tests.
+
+Both act in ``pytest_collection_modifyitems``, a session-wide hook: a hook bound to a collector
+(``pytest_collectstart``) would only reach notebooks under ``tests/``, not those in ``book/``.
+Chapter stubs also carry ``nbval-skip``, so a run that does not load this file still skips them.
 """
 from __future__ import annotations
 
@@ -17,15 +21,13 @@ def _is_nbval(obj) -> bool:
     return type(obj).__module__.startswith("nbval")
 
 
-def pytest_collectstart(collector):
-    if _is_nbval(collector) and hasattr(collector, "skip_compare"):
-        collector.skip_compare = tuple(collector.skip_compare) + SKIP_COMPARE
-
-
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="cell tagged skip-execution")
     for item in items:
-        cell = getattr(item, "cell", None)
-        if _is_nbval(item) and cell is not None:
-            if "skip-execution" in cell.get("metadata", {}).get("tags", []):
-                item.add_marker(skip)
+        if not _is_nbval(item):
+            continue
+        notebook = item.parent
+        if not set(SKIP_COMPARE) <= set(notebook.skip_compare):
+            notebook.skip_compare = tuple(notebook.skip_compare) + SKIP_COMPARE
+        if "skip-execution" in item.cell.get("metadata", {}).get("tags", []):
+            item.add_marker(skip)

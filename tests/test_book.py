@@ -221,3 +221,34 @@ def test_execute_script_strips_widget_state():
     execute_notebooks.strip_metadata(nb)
     assert "widgets" not in nb.metadata and "execution" not in nb.cells[0].metadata
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.slow
+def test_nbval_hooks_ignore_stderr_compare_stdout_and_skip_stubs(tmp_path):
+    """tests/conftest.py in a scratch project: reaches notebooks outside tests/ (~10 s)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "book").mkdir()
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
+    (tmp_path / "pytest.ini").write_text("[pytest]\ntestpaths = tests book\naddopts = "
+                                         "-p no:cacheprovider --nbval-lax --nbval-current-env\n")
+    noisy = new_code_cell("# NBVAL_CHECK_OUTPUT\nimport sys, time\n"
+                          "print(time.time(), file=sys.stderr)\nprint('same')", execution_count=1)
+    noisy.outputs = [new_output("stream", name="stderr", text="123\n"),
+                     new_output("stream", name="stdout", text="same\n")]
+    changed = new_code_cell("# NBVAL_CHECK_OUTPUT\nprint('new')", execution_count=2)
+    changed.outputs = [new_output("stream", name="stdout", text="stored\n")]
+    stub = new_code_cell("raise ValueError('a student stub')", metadata={"tags": ["skip-execution"]})
+    nb = new_notebook(cells=[noisy, changed, stub])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "book" / "probe.ipynb")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    summary = run.stdout.strip().splitlines()[-1]
+    assert "1 failed, 1 passed, 1 skipped" in summary, run.stdout[-2000:]
+    assert "Cell 1" in run.stdout and "Cell 0" not in run.stdout.split("short test summary")[-1]
