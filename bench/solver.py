@@ -7,8 +7,8 @@ Part 1 (speed): one aligned SE (MEMIT-seq) step with ``k`` new keys, ``d_out = d
 what a naive MEMIT-seq implementation does every batch: ``A += K Kᵀ``, Cholesky of ``A``,
 ``X = A⁻¹ K`` by two triangular solves, ``Δ = (V − W K) Xᵀ``. The memory step is
 ``LinearMemory.edit`` (Woodbury update of the maintained ``A⁻¹``, the drift check, ``Δ`` and
-``W += Δ``). Times are the minimum over repeats (the machine may be shared); the ratio is
-dense / memory.
+``W += Δ``). Times are the minimum over 3–15 repeats (the machine may be shared); the ratio is
+dense / memory. ``--threads 1`` gives steadier numbers on a busy machine.
 
 Part 2 (accuracy): thousands of incremental small-batch edits at a moderate ``d``; the relative
 distance ``‖W − W_OTE‖ / ‖W_OTE‖`` to the dense OTE of all edits so far, once with periodic
@@ -42,18 +42,9 @@ def dense_step(A: torch.Tensor, W: torch.Tensor, K: torch.Tensor, V: torch.Tenso
     return A, W + delta
 
 
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def speed_cell(d_in: int, k: int, repeats: int, device: str, prefill: int) -> tuple[float, float]:
-    """(dense seconds, memory seconds) for one step of ``k`` keys after ``prefill`` keys."""
-    g = torch.Generator().manual_seed(d_in + k)
+def speed_row(d_in: int, ks: list[int], repeats: int, device: str, prefill: int):
+    """[(k, dense s, memory s, refreshed)] for one step of ``k`` keys after ``prefill`` keys."""
+    g = torch.Generator().manual_seed(d_in)
     d_out = d_in // 4
     C0 = second_moment(d_in, g, device)
     W0 = torch.randn(d_out, d_in, generator=g, dtype=F64).to(device)
@@ -61,14 +52,31 @@ def speed_cell(d_in: int, k: int, repeats: int, device: str, prefill: int) -> tu
     memory = LinearMemory(W0, C0, 1.0, refresh_every=None)
     memory.edit(Kp, W0 @ Kp + 0.1)
     A = C0 + Kp @ Kp.T
-    batches = [(torch.randn(d_in, k, generator=g, dtype=F64).to(device),
-                torch.randn(d_out, k, generator=g, dtype=F64).to(device)) for _ in range(repeats)]
-    it = iter(batches)
-    t_memory = best_time(lambda: memory.edit(*next(it)), repeats)
-    it = iter(batches)
-    t_dense = best_time(lambda: dense_step(A, W0, *next(it)), repeats)
-    assert not memory.last_report.refreshed, "a refresh would time the dense path"
-    return t_dense, t_memory
+    rows = []
+    for k in ks:
+        batches = [(torch.randn(d_in, k, generator=g, dtype=F64).to(device),
+                    torch.randn(d_out, k, generator=g, dtype=F64).to(device))
+                   for _ in range(repeats + 1)]
+        memory.edit(*batches[0])          # warm-up, not timed
+        dense_step(A, W0, *batches[0])
+        refreshed = False
+
+        def memory_step(K, V):
+            nonlocal refreshed
+            memory.edit(K, V)
+            refreshed |= memory.last_report.refreshed
+        t_memory = min(timed(memory_step, *b) for b in batches[1:])
+        t_dense = min(timed(dense_step, A, W0, *b) for b in batches[1:])
+        rows.append((k, t_dense, t_memory, refreshed))
+    return rows
+
+
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def accuracy(d_in: int, k: int, checkpoints: list[int], refresh_every, device: str):
@@ -108,11 +116,12 @@ def main() -> None:
     print("Part 1 — one SE step (aligned, MEMIT-seq), d_out = d_in/4, 200 keys already active")
     print(f"{'d_in':>6} {'k':>5} {'dense Cholesky s':>17} {'LinearMemory s':>15} {'speed-up':>9}")
     for d_in in dims:
-        repeats = 2 if d_in >= 6400 else 3
-        for k in ks:
-            t_dense, t_memory = speed_cell(d_in, k, repeats, args.device, prefill=200)
-            print(f"{d_in:>6} {k:>5} {t_dense:>17.4f} {t_memory:>15.4f} {t_dense / t_memory:>8.1f}x",
-                  flush=True)
+        repeats = 3 if d_in >= 6400 else 5 if d_in >= 3072 else 15
+        for k, t_dense, t_memory, refreshed in speed_row(d_in, ks, repeats, args.device,
+                                                         prefill=200):
+            mark = " (a drift refresh fell in the timed steps)" if refreshed else ""
+            print(f"{d_in:>6} {k:>5} {t_dense:>17.4f} {t_memory:>15.4f} "
+                  f"{t_dense / t_memory:>8.1f}x{mark}", flush=True)
     print(f"\nPart 2 — accuracy of {max(checkpoints)} incremental edits of k = {acc_k} key "
           f"(d_in = {acc_d}, d_out = {acc_d // 4}, lam = 1, C0 spectrum ≈ 1e-2…1e2)")
     print(f"{'refresh_every':>14} {'edits':>6} {'‖W − W_OTE‖/‖W_OTE‖':>21} {'refreshes':>10} "

@@ -93,6 +93,20 @@ def test_refresh_recomputes_and_stays_on_ote():
     assert refreshed == [False, False, True] * 4
 
 
+def test_drift_check_triggers_an_exact_refresh(monkeypatch):
+    from oteseq.memory import _step
+    W0, C0, K, V, _ = problem(8, 3, 6, seed=33)
+    mem = LinearMemory(W0, C0, 0.5, refresh_every=None)
+    mem.edit(K[:, :3], V[:, :3], ids=[0, 1, 2])
+    assert not mem.last_report.refreshed and mem.last_report.drift < 1e-10
+    monkeypatch.setattr(_step, "DRIFT_TOL", -1.0)      # every Woodbury solve now "drifted"
+    mem.edit(K[:, 3:], V[:, 3:], ids=[3, 4, 5])
+    mem.retract([1])
+    assert mem.last_report.refreshed
+    keep = [0, 2, 3, 4, 5]
+    assert rel(mem.W64, ote(W0, C0, 0.5, K[:, keep], V[:, keep])) <= 1e-10
+
+
 def test_lam_zero_least_squares_after_enough_keys():
     W0, C0, K, V, _ = problem(6, 3, 14, seed=2)
     mem = LinearMemory(W0, C0, 0.0)

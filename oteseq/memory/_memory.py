@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
-from oteseq.errors import ConflictError, NonFiniteError, OteseqError, ShapeError, UnknownIdError
+from oteseq.errors import ConflictError, OteseqError, SingularSystemError, UnknownIdError
 from oteseq.memory import _algebra as alg
 from oteseq.memory import _state
 from oteseq.memory._config import (DEFAULT_REFRESH_EVERY, EditReport, MemoryOptions,
@@ -192,12 +193,10 @@ class LinearMemory:
 
 def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:
     """``A0⁻¹``, or ``None`` while ``A0`` is singular (e.g. ``lam = 0`` and no ridge)."""
-    from oteseq.errors import SingularSystemError
-
     if A0.shape[0] == 0 or not bool(A0.any()):
         return None
     try:
-        return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1].contiguous()
+        return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1]
     except SingularSystemError:
         return None
 
@@ -216,9 +215,9 @@ def _auto_ids(store: ConstraintStore, n: int, next_auto: int) -> tuple[list[Id],
 def _plan_edit(st: MemoryState, ids: list[Id]) -> _Plan:
     """Apply ``on_conflict`` to a call's ids: what to keep, what to remove, what to report."""
     policy, index = st.options.on_conflict, st.store.index
-    unique = list(dict.fromkeys(ids))
-    conflicts = tuple(x for x in unique if x in index)
-    duplicates = tuple(x for x in unique if ids.count(x) > 1)
+    counts = Counter(ids)
+    conflicts = tuple(x for x in counts if x in index)
+    duplicates = tuple(x for x, count in counts.items() if count > 1)
     if policy == "error" and (conflicts or duplicates):
         raise ConflictError(f"id(s) {list(conflicts + duplicates)!r} are already active or "
                             f"repeated in this call and on_conflict='error'; retract them first, "
