@@ -100,6 +100,7 @@ def test_drift_check_triggers_an_exact_refresh(monkeypatch):
     mem.edit(K[:, :3], V[:, :3], ids=[0, 1, 2])
     assert not mem.last_report.refreshed and mem.last_report.drift < 1e-10
     monkeypatch.setattr(_step, "DRIFT_TOL", -1.0)      # every Woodbury solve now "drifted"
+    monkeypatch.setattr(_step, "DRIFT_GROWTH", -1.0)
     mem.edit(K[:, 3:], V[:, 3:], ids=[3, 4, 5])
     mem.retract([1])
     assert mem.last_report.refreshed
