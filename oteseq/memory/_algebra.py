@@ -52,6 +52,21 @@ def dense_factor(A0: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch
     return L, (A_inv + A_inv.T) / 2  # (torch.cholesky_inverse is ~10x slower on CPU)
 
 
+def ote_update(W0: torch.Tensor, K: torch.Tensor, V: torch.Tensor, P: torch.Tensor | None,
+               L: torch.Tensor) -> torch.Tensor:
+    """The OTE update from scratch: ``Δ = (V − W0 K) Bᵀ A⁻¹`` with ``B = P K``, ``A = L Lᵀ``.
+
+    Solves with ``Bᵀ`` as right-hand side when there are fewer constraints than outputs
+    (O(d_in² n)), else forms ``M = (V − W0 K) Bᵀ`` first (O(d_out d_in (n + d_in))).
+    Shapes: ``W0`` (d_out, d_in), ``K`` (d_in, n), ``V`` (d_out, n) → (d_out, d_in).
+    """
+    B = project(K, P)
+    R0 = V - W0 @ K
+    if K.shape[1] <= W0.shape[0]:
+        return R0 @ torch.cholesky_solve(B, L).T
+    return torch.cholesky_solve((R0 @ B.T).T, L).T
+
+
 @dataclass(frozen=True)
 class Woodbury:
     """``X = A'⁻¹ B_s`` and, when asked for, ``A'⁻¹`` itself; ``cond`` of the small system."""

@@ -94,8 +94,7 @@ def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: tor
     opt = st.options
     if opt.exact and refreshed:
         K, V = store.columns()
-        Z = torch.cholesky_solve(alg.project(K, st.P), system.L)      # A⁻¹ B (d_in, n)
-        W = torch.addmm(st.W0, V - st.W0 @ K, Z.T)
+        W = st.W0 + alg.ote_update(st.W0, K, V, st.P, system.L)
         return W - st.W, _finite(W, "the edited weight"), st.E
     R = V_s - st.W @ K_s
     delta = (R * signs) @ system.X.T                                   # R_s S B_sᵀ A'⁻¹
