@@ -215,6 +215,22 @@ def test_alphaedit_equals_literal_formula_step_by_step(lam):
         assert float(torch.linalg.norm((mem.W64 - W0) @ (torch.eye(d_in, dtype=F64) - P))) < 1e-10
 
 
+def test_alphaedit_retract_equals_its_ote_over_remaining():
+    """With P the memory is ridge regression on projected keys; retraction stays exact."""
+    d_in, alpha, lam = 9, 0.5, 0.3
+    W0, C0, K, V, _ = problem(d_in, 3, 8, seed=34, c0_rank=5)
+    P = projector(C0, 1e-8)
+    mem = LinearMemory(W0, C0, lam, projection=P, ridge=alpha)
+    mem.edit(K[:, :5], V[:, :5], ids=list(range(5)))
+    mem.edit(K[:, 5:], V[:, 5:], ids=list(range(5, 8)))
+    mem.retract([0, 6])
+    keep = [1, 2, 3, 4, 5, 7]
+    B = P @ K[:, keep]
+    A = alpha * torch.eye(d_in, dtype=F64) + lam * P @ C0 @ P + B @ B.T
+    expected = W0 + torch.linalg.solve(A, B @ (V[:, keep] - W0 @ K[:, keep]).T).T
+    assert rel(mem.W64, expected) <= 1e-10
+
+
 def test_identity_projection_without_ridge_is_memit_seq():
     W0, C0, K, V, _ = problem(7, 3, 9, seed=10)
     mem = LinearMemory(W0, C0, 1.2, projection=torch.eye(7, dtype=F64), ridge=0.0)
