@@ -197,13 +197,13 @@ def projector(C0, threshold):
     return U0 @ U0.T
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.8])
-def test_alphaedit_equals_literal_formula_step_by_step(lam):
+@pytest.mark.parametrize("lam, refresh", [(0.0, 1000), (0.8, 1000), (0.8, 1)])
+def test_alphaedit_equals_literal_formula_step_by_step(lam, refresh):
     d_in, d_out, alpha = 9, 4, 0.7
     W0, C0, K, V, _ = problem(d_in, d_out, 10, seed=9, c0_rank=5)
     P = projector(C0, 1e-8)
     assert 0 < int(torch.linalg.matrix_rank(P)) < d_in
-    mem = LinearMemory(W0, C0, lam, projection=P, ridge=alpha)
+    mem = LinearMemory(W0, C0, lam, projection=P, ridge=alpha, refresh_every=refresh)
     W, K_p = W0.clone(), K[:, :0]
     for lo, hi in [(0, 3), (3, 4), (4, 10)]:
         Kt, Vt = K[:, lo:hi], V[:, lo:hi]
@@ -341,10 +341,12 @@ def halve_small(delta, W):
     return torch.where(delta.abs() >= delta.abs().median(), delta, torch.zeros_like(delta))
 
 
-def test_error_feedback_leaves_only_the_last_truncation():
+@pytest.mark.parametrize("refresh", [1000, 2])
+def test_error_feedback_leaves_only_the_last_truncation(refresh):
     W0, C0, K, V, _ = problem(8, 5, 12, seed=18)
     lam, ridge = 0.5, 1.0
-    mem = LinearMemory(W0, C0, lam, ridge=ridge, post=halve_small, error_feedback=True)
+    mem = LinearMemory(W0, C0, lam, ridge=ridge, post=halve_small, error_feedback=True,
+                       refresh_every=refresh)
     for lo, hi in [(0, 3), (3, 7), (7, 12)]:
         mem.edit(K[:, lo:hi], V[:, lo:hi])
         A = lam * C0 + ridge * torch.eye(8, dtype=F64) + K[:, :hi] @ K[:, :hi].T
