@@ -12,7 +12,7 @@ from oteseq.errors import ConflictError, OteseqError, SingularSystemError, Unkno
 from oteseq.memory import _algebra as alg
 from oteseq.memory import _state
 from oteseq.memory._config import (DEFAULT_REFRESH_EVERY, EditReport, MemoryOptions,
-                                   make_options, nonnegative)
+                                   OnConflict, PostHoc, PostName, make_options, nonnegative)
 from oteseq.memory._inputs import (Id, check_batch, check_ids, check_projector,
                                    check_second_moment, check_weight, retract_ids)
 from oteseq.memory._state import MemoryState
@@ -37,27 +37,34 @@ class LinearMemory:
 
     With ``accumulate=True`` (MEMIT-seq) the weight always solves the one-time-editing (OTE)
     normal equations over the active constraints, ``W A = W0 A0 + Σ V Kᵀ`` with
-    ``A = A0 + Σ K Kᵀ`` and ``A0 = lam C0 + ridge I`` — whatever the batches, retractions and
-    replacements that led there. In general ``W = W0 + Σ (V − W0 K) Bᵀ A⁻¹``, ``A = A0 + Σ B Bᵀ``,
-    ``B = K``; with a
-    projector ``P`` it is AlphaEdit, ridge regression on ``B = P K`` with
-    ``A0 = ridge I + lam P C0 P``. ``accumulate=False`` is plain MEMIT applied batch after batch
-    (``A_t = A0 + B_t B_tᵀ``). ``post`` ("prune", "rect" or a callable ``(Δ, W) -> Δ̂``) modifies
-    each step's update; ``error_feedback`` solves ``Δ A = R Bᵀ − E`` and keeps
-    ``E = (Δ̂ − Δ) A`` (the reference ``_err`` variants also add ``I`` to ``A``: pass
-    ``ridge=1.0`` for that).
+    ``A = A0 + Σ K Kᵀ`` and ``A0 = lam C0 + ridge I`` — whatever batches, retractions and
+    replacements led there. With a projector ``P`` it is AlphaEdit: ridge regression on the
+    projected keys ``B = P K``, ``A = A0 + Σ B Bᵀ`` with ``A0 = ridge I + lam P C0 P`` and
+    ``W = W0 + Σ (V − W0 K) Bᵀ A⁻¹``. ``accumulate=False`` is plain MEMIT applied batch after
+    batch (``A_t = A0 + B_t B_tᵀ``). ``post`` ("prune", "rect" with 20 % kept, or a callable
+    ``(Δ, W) -> Δ̂``) modifies each step's update; ``error_feedback`` solves
+    ``Δ A = R Bᵀ − E`` and keeps ``E = (Δ̂ − Δ) A`` (the reference ``_err`` variants also add
+    ``I`` to ``A``: pass ``ridge=1.0`` for that).
+
+    Args: ``W0`` (d_out, d_in) any float dtype (``mem.W`` is returned in it; the master copy
+    is float64 on ``W0``'s device); ``C0`` (d_in, d_in) symmetric PSD second moment of
+    preserved keys; ``lam ≥ 0``; ``projection`` a (d_in, d_in) projector or ``None``;
+    ``ridge ≥ 0``; ``on_conflict`` what an edit with an active id does: "replace" (retract the
+    old constraints in the same step: OTE over the de-conflicted set), "accumulate" (keep both:
+    the compromise) or "error"; ``refresh_every`` steps between exact refreshes (``None``: only
+    when the drift check asks).
 
     A step with ``m`` key columns costs O(d_in² m): the inverse of ``A`` is kept up to date by
     Woodbury up/downdates and recomputed exactly (Cholesky; ``W`` too when it is the exact OTE)
-    every ``refresh_every`` steps, whenever a cheap drift check asks for it, and whenever a
-    downdate leaves the small Woodbury system ill-conditioned.
-
-    Every operation is atomic: on any exception the memory is exactly as before.
+    every ``refresh_every`` steps, whenever the drift check (estimated relative error of the
+    step's solve) exceeds 1e-10, and whenever a downdate leaves the small Woodbury system
+    ill-conditioned. Every operation is atomic: on any exception the memory is as before.
     """
 
     def __init__(self, W0: torch.Tensor, C0: torch.Tensor, lam: float, *, accumulate: bool = True,
-                 projection: torch.Tensor | None = None, ridge: float = 0.0, post=None,
-                 error_feedback: bool = False, on_conflict: str = "replace",
+                 projection: torch.Tensor | None = None, ridge: float = 0.0,
+                 post: PostName | PostHoc | None = None, error_feedback: bool = False,
+                 on_conflict: OnConflict = "replace",
                  refresh_every: int | None = DEFAULT_REFRESH_EVERY) -> None:
         options = make_options(accumulate=accumulate, ridge=ridge, post=post,
                                error_feedback=error_feedback, on_conflict=on_conflict,
@@ -121,9 +128,10 @@ class LinearMemory:
     def edit(self, K: torch.Tensor, V: torch.Tensor, ids: list[Id] | None = None) -> torch.Tensor:
         """Add the constraints ``W k_j ≈ v_j`` (columns of ``K`` (d_in, n), ``V`` (d_out, n)).
 
-        Returns the update ``Δ`` (d_out, d_in, float64) that was added to ``W``. ``ids`` names
-        each column (default ``"edit-<n>"``); an id already active is handled by
-        ``on_conflict``. The outcome is in :attr:`last_report`.
+        Returns the update ``Δ`` (d_out, d_in, float64) that was added to ``W``. ``ids`` is a
+        list with one id per column (str, int or tuple of them; default ``"edit-<n>"``); an id
+        already active is handled by ``on_conflict``; an id repeated within the call keeps its
+        last column under "replace". The outcome is in :attr:`last_report`.
         """
         st = self._state
         K64, V64 = check_batch(K, V, st.W0.shape[1], st.W0.shape[0], st.W0.device)
