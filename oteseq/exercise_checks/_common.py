@@ -51,7 +51,7 @@ def call(name: str, fn: Callable, args: dict, case: int):
     for key, value in args.items():
         if isinstance(value, torch.Tensor) and not torch.equal(value, copies[key]):
             raise AssertionError(f"{name}: your function modified its input {key} in place "
-                                 f"(problem {case}); work on a copy, e.g. W + delta, not W += delta")
+                                 f"(problem {case}); work on a copy: W + delta, not W += delta")
     return out
 
 
