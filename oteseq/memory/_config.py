@@ -16,7 +16,7 @@ PostHoc = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 DEFAULT_REFRESH_EVERY = 1000
 """Steps between exact refreshes (Cholesky of ``A``); the drift check may refresh earlier."""
-DRIFT_TOL, DRIFT_GROWTH = 1e-10, 10.0
+DRIFT_TOL, DRIFT_GROWTH = 1e-10, 100.0
 """Refresh when the estimated relative error of a Woodbury solve exceeds
 ``max(DRIFT_TOL, DRIFT_GROWTH · that of the last exact solve)`` (the latter: ill-conditioned A)."""
 
