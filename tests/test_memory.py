@@ -34,9 +34,7 @@ def one_thread():
 def problem(d_in=8, d_out=5, n=12, seed=0, key_rank=None, c0_rank=None, scale=1.0):
     """Random (W0, C0, K, V, K0): C0 = K0 K0ᵀ / N; keys of rank ``key_rank`` if given."""
     g = torch.Generator().manual_seed(seed)
-    K0 = torch.randn(d_in, c0_rank or 3 * d_in, generator=g, dtype=F64)
-    if c0_rank is not None:  # a null space, plus nothing: C0 exactly singular
-        K0 = torch.cat([K0, torch.zeros(d_in, 1, dtype=F64)], dim=1)
+    K0 = torch.randn(d_in, c0_rank or 3 * d_in, generator=g, dtype=F64)  # c0_rank < d_in: a null space
     C0 = K0 @ K0.T / K0.shape[1]
     W0 = torch.randn(d_out, d_in, generator=g, dtype=F64)
     basis = torch.randn(d_in, key_rank or d_in, generator=g, dtype=F64)
