@@ -34,7 +34,8 @@ def one_thread():
 def problem(d_in=8, d_out=5, n=12, seed=0, key_rank=None, c0_rank=None, scale=1.0):
     """Random (W0, C0, K, V, K0): C0 = K0 K0ᵀ / N; keys of rank ``key_rank`` if given."""
     g = torch.Generator().manual_seed(seed)
-    K0 = torch.randn(d_in, c0_rank or 3 * d_in, generator=g, dtype=F64)  # c0_rank < d_in: a null space
+    # c0_rank < d_in gives C0 an exact null space
+    K0 = torch.randn(d_in, c0_rank or 3 * d_in, generator=g, dtype=F64)
     C0 = K0 @ K0.T / K0.shape[1]
     W0 = torch.randn(d_out, d_in, generator=g, dtype=F64)
     basis = torch.randn(d_in, key_rank or d_in, generator=g, dtype=F64)
@@ -176,7 +177,8 @@ def test_misaligned_forgets_and_drifts_on_preserved_keys():
     assert fit[False] > 2 * fit[True]                        # the first batch is forgotten
 
     def objective(W):  # the OTE objective over all edits: OTE is its minimiser
-        return float(torch.linalg.norm(W @ K - V) ** 2 + lam * torch.trace((W - W0) @ C0 @ (W - W0).T))
+        fit = torch.linalg.norm(W @ K - V) ** 2
+        return float(fit + lam * torch.trace((W - W0) @ C0 @ (W - W0).T))
     assert objective(misaligned.W64) > 1.1 * objective(aligned.W64)
 
 

@@ -1,4 +1,4 @@
-"""Options of a :class:`~oteseq.memory.LinearMemory`, validated in one place, and its step report."""
+"""Options of a :class:`~oteseq.memory.LinearMemory`, validated in one place; its step report."""
 from __future__ import annotations
 
 import math

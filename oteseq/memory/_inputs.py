@@ -74,7 +74,7 @@ def check_projector(P: object, d: int, device: torch.device) -> torch.Tensor:
     if gap > 1e-6 * max(float(torch.linalg.norm(image)), 1e-300):
         raise NotPSDError(f"projection is not a projector (‖P(Px) − Px‖ / ‖Px‖ = "
                           f"{gap / max(float(torch.linalg.norm(image)), 1e-300):.3g}); build it "
-                          f"with oteseq.ols.nullspace_projector(C0) or as U0 U0ᵀ with orthonormal U0")
+                          f"with oteseq.ols.nullspace_projector(C0) or as U0 U0ᵀ, U0 orthonormal")
     return Pm
 
 

@@ -97,7 +97,7 @@ class LinearMemory:
 
     @property
     def E(self) -> torch.Tensor | None:
-        """The error-feedback cache ``E = (Δ̂ − Δ) A`` of the last step (a copy; ``None`` if off)."""
+        """The error-feedback cache ``E = (Δ̂ − Δ) A`` of the last step (copy; ``None`` if off)."""
         return None if self._state.E is None else self._state.E.clone()
 
     @property

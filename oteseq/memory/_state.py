@@ -91,8 +91,9 @@ def check_compatible(d: dict, state: MemoryState) -> None:
         raise _mismatch("projection", "P" in tensors, state.P is not None)
     for key, mine in (("W0", state.W0), ("A0", state.A0)):
         theirs = tensors.get(key)
-        if theirs is None or theirs.shape != mine.shape or \
-                float(torch.linalg.norm(theirs.to(mine) - mine)) > 1e-6 * float(torch.linalg.norm(mine)):
+        gap = None if theirs is None or theirs.shape != mine.shape else \
+            float(torch.linalg.norm(theirs.to(mine) - mine))
+        if gap is None or gap > 1e-6 * float(torch.linalg.norm(mine)):
             raise StateMismatchError(f"the saved {key} differs from this memory's: the state "
                                      f"belongs to another layer, model or C0/lam")
 
@@ -121,10 +122,12 @@ def from_state_dict(d: dict, options: MemoryOptions, device: torch.device) -> Me
     if options.accumulate and ("Kt" not in t or "Vt" not in t):
         raise StateMismatchError("the saved state lacks the constraint buffers Kt/Vt; it is "
                                  "damaged or was saved with accumulate=False")
-    store = ConstraintStore.restore(t.get("Kt"), t.get("Vt"), [id_from_json(x) for x in meta["ids"]])
+    ids = [id_from_json(x) for x in meta["ids"]]
+    store = ConstraintStore.restore(t.get("Kt"), t.get("Vt"), ids)
     return MemoryState(
         W0=t["W0"], dtype=getattr(torch, meta["dtype"]), lam=float(meta["lam"]), options=options,
-        A0=t["A0"], A0_norm=float(torch.linalg.norm(t["A0"])), P=t.get("P"), W=t["W"], A_inv=t.get("A_inv"), E=t.get("E"), store=store,
+        A0=t["A0"], A0_norm=float(torch.linalg.norm(t["A0"])), P=t.get("P"), W=t["W"],
+        A_inv=t.get("A_inv"), E=t.get("E"), store=store,
         steps=meta["steps"], since_refresh=meta["since_refresh"],
         n_refreshes=meta["n_refreshes"], next_auto=meta["next_auto"],
         drift_floor=float(meta["drift_floor"]))

@@ -18,7 +18,7 @@ from oteseq.memory._inputs import Id
 
 @dataclass(frozen=True)
 class ConstraintStore:
-    """Active constraint columns and their ids (``Kt``/``Vt`` are ``None`` when values are not kept)."""
+    """Active constraint columns and their ids (``Kt``, ``Vt`` ``None``: values not kept)."""
 
     Kt: torch.Tensor | None
     Vt: torch.Tensor | None
@@ -127,5 +127,6 @@ def _compact(Kt: torch.Tensor, Vt: torch.Tensor, keep: list[int],
     """New buffers holding only the ``keep`` rows, with room for ``rows`` rows."""
     where = torch.tensor(keep, dtype=torch.long, device=Kt.device)
     fresh = [buf.new_empty(max(rows, 16), buf.shape[1]) for buf in (Kt, Vt)]
-    fresh[0][: len(keep)], fresh[1][: len(keep)] = Kt.index_select(0, where), Vt.index_select(0, where)
+    fresh[0][: len(keep)] = Kt.index_select(0, where)
+    fresh[1][: len(keep)] = Vt.index_select(0, where)
     return fresh[0], fresh[1]
