@@ -280,9 +280,10 @@ class _LazyStats(dict):
 
 
 def _templates(model, tok, hp, seed: int) -> list[str]:
-    if hp.template_source == "toy":
+    if hp.template_source == "toy":  # the toy world's fixed prefixes, as many as hp asks for
         from .toy import context_prefixes
-        return keys.context_templates(model, tok, source=context_prefixes())
+        count = sum(n for _, n in hp.context_templates)
+        return keys.context_templates(model, tok, source=context_prefixes()[:count])
     out = ["{}"]
     for length, count in hp.context_templates:
         out += keys.context_templates(model, tok, n=count, length=length, seed=seed)[1:]

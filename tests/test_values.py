@@ -1,0 +1,95 @@
+"""Target values: the batched, prefix-cached optimisation equals MEMIT's one-at-a-time loop."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import ARCHS, tiny_model
+
+from oteseq import models, values
+from oteseq.editor import block_output_at_subject
+from oteseq.methods import Hparams
+from oteseq.requests import Request
+
+TEMPLATES = ["{}", "I think you will like it. {}"]
+# subject at the end of the prompt: the δ reaches the first target logit through the residual,
+# so even a random 3-layer model can be pushed around
+REQUESTS = [Request("The capital of {}", "France", "was"),
+            Request("I think {}", "Toko Yasuda", "French"),
+            Request("The quick brown fox jumps over {}", "the lazy dog", "Paris"),
+            Request("{} is a company. Microsoft", "Apple", "the")]
+
+
+def sharp_model(arch: str):
+    """A tiny model whose logits are 30× sharper (final norm scaled), so losses can fall."""
+    model, tok = tiny_model(arch)
+    with torch.no_grad():
+        models.final_norm(model).weight.mul_(30)
+    return model, tok
+
+
+def hp(steps: int) -> Hparams:
+    return Hparams(layers=(0, 1), v_lr=0.5, v_num_grad_steps=steps, clamp_norm_factor=30.0,
+                   kl_factor=0.0625, v_weight_decay=1e-3)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_equals_one_at_a_time_with_early_stopping(arch, monkeypatch):
+    model, tok = sharp_model(arch)
+    probe = values.one_at_a_time(model, tok, REQUESTS, 1, hp(4), templates=TEMPLATES)
+    # stop halfway between the 2nd and 3rd smallest loss after 3 steps (no request sits on
+    # the threshold there): some requests stop early, others run to the end
+    low = probe.loss.sort().values
+    monkeypatch.setattr(values, "STOP_LOSS", float(low[1] + low[2]) / 2)
+    ref = values.one_at_a_time(model, tok, REQUESTS, 1, hp(10), templates=TEMPLATES)
+    assert len(set(ref.steps.tolist())) > 1, "the test must exercise early stopping"
+    for max_tokens in (10_000, 20):  # one chunk for all, and one request per chunk
+        got = values.compute_values(model, tok, REQUESTS, 1, hp(10), templates=TEMPLATES,
+                                    max_tokens=max_tokens)
+        assert got.steps.tolist() == ref.steps.tolist()
+        torch.testing.assert_close(got.z_init, ref.z_init, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got.z, ref.z, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got.loss, ref.loss, rtol=1e-4, atol=1e-4)
+
+
+def test_optimisation_lowers_the_loss_and_respects_the_clamp():
+    model, tok = sharp_model("gpt2")
+    start = values.compute_values(model, tok, REQUESTS, 0, hp(1), templates=TEMPLATES)
+    h = hp(15).replace(clamp_norm_factor=5.0)
+    end = values.compute_values(model, tok, REQUESTS, 0, h, templates=TEMPLATES)
+    assert end.loss.sum() < start.loss.sum()
+    assert (end.loss[:2] < 0.5 * start.loss[:2]).all()  # subject at the end: directly reachable
+    ratio = (end.z - end.z_init).norm(dim=0) / end.z_init.norm(dim=0)
+    assert (ratio <= 5.0 * (1 + 1e-5)).all()
+    assert (start.steps == 0).all() and torch.equal(start.z, start.z_init)
+
+
+def test_z_init_is_the_block_output_at_the_bare_prompt():
+    model, tok = tiny_model("llama")  # BOS-prepending tokenizer
+    got = values.compute_values(model, tok, REQUESTS, 1, hp(1), templates=TEMPLATES).z_init
+    torch.testing.assert_close(got, block_output_at_subject(model, tok, REQUESTS, 1))
+
+
+def test_prompt_rows_carry_the_target_tokens():
+    _, tok = tiny_model("llama")
+    p = values.build_prompts(tok, REQUESTS, TEMPLATES)
+    assert p.per_request == len(TEMPLATES) + 1 and p.input_ids.shape[0] == 4 * p.per_request
+    for r, req in enumerate(REQUESTS):
+        target = tok(" " + req.target, add_special_tokens=False).input_ids
+        for j in range(p.per_request):
+            row = r * p.per_request + j
+            pos = torch.nonzero(p.labels[row] != -100)[:, 0].tolist()
+            if j == p.per_request - 1:  # the KL prompt has no labels
+                assert pos == []
+                continue
+            assert p.labels[row, pos].tolist() == target
+            # logits at position t score token t + 1: the inputs after pos[0] are the target
+            assert p.input_ids[row, pos[0] + 1: pos[-1] + 1].tolist() == target[:-1]
+            assert pos[0] >= int(p.lookup[row])
+
+
+def test_no_hooks_are_left_behind():
+    model, tok = sharp_model("gpt_neox")
+    values.compute_values(model, tok, REQUESTS[:2], 0, hp(3), templates=TEMPLATES)
+    values.one_at_a_time(model, tok, REQUESTS[:1], 0, hp(3), templates=TEMPLATES)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
