@@ -1,0 +1,174 @@
+"""The sequential protocol (oteseq.experiments) and the committed reproduction table."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import tiny_model
+
+import oteseq.evaluate
+from oteseq import experiments, methods, models, stats
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["The capital of France is Paris.", "Toko Yasuda plays the guitar.",
+         "Apple is a company. Google makes search engines.", "The quick brown fox jumps."]
+FACTS = [("France", "The capital of {} is", "Seattle", "Paris", "P36"),
+         ("Toko Yasuda", "{} plays the", "company", "guitar", "P1303"),
+         ("Apple", "{} is a", "city", "company", "P31"),
+         ("Danielle Darrieux", "The mother tongue of {} is", "Norwegian", "French", "P103")]
+
+
+def _record(case_id, subject, prompt, new, true, relation) -> dict:
+    return {"case_id": case_id,
+            "requested_rewrite": {"prompt": prompt, "subject": subject, "relation_id": relation,
+                                  "target_new": {"str": new}, "target_true": {"str": true}},
+            "paraphrase_prompts": [f"I think that {prompt.format(subject)}"],
+            "neighborhood_prompts": ["Therefore the answer is", "The Space Needle is in"],
+            "generation_prompts": []}
+
+
+RECORDS = [_record(i, *fact) for i, fact in enumerate(FACTS)]
+
+
+@pytest.fixture(scope="module")
+def setting():
+    model, tok = tiny_model("gpt2", seed=0)
+    hp = methods.default_hparams(model, "memit-seq").replace(v_num_grad_steps=4, lam=10.0, ridge=1.0)
+    C0 = stats.second_moments(model, tok, list(hp.layers), corpus=TEXTS, cache=False,
+                              progress=False)
+    return model, tok, hp, {l: C0[l] for l in hp.layers}
+
+
+def _run(setting, batch_size=2, **kw):
+    model, tok, hp, C0 = setting
+    return experiments.run_sequential(model, tok, RECORDS, method="memit-seq",
+                                      batch_size=batch_size, hparams=hp, stats=C0,
+                                      templates=["{}"], progress=False, **kw)
+
+
+def _edited(model, layers) -> dict:
+    return {l: models.read_weight(models.edited_module(model, l)).clone() for l in layers}
+
+
+@pytest.fixture(scope="module")
+def two_batches(setting):
+    before = _edited(setting[0], setting[2].layers)
+    result = _run(setting, eval_every=1)
+    return result, before
+
+
+def test_run_sequential_records_config_versions_timings(setting, two_batches):
+    result, before = two_batches
+    cfg = result.config
+    assert (cfg["n"], cfg["batch_size"], cfg["n_batches"]) == (4, 2, 2)
+    assert cfg["protocol"] == "edit-all-then-evaluate-all" and cfg["curves"]["eval_every"] == 1
+    assert cfg["hparams"] == setting[2].to_dict() and cfg["method"] == "memit-seq"
+    assert cfg["fingerprint"] == models.model_fingerprint(setting[0])
+    assert set(result.versions) == {"oteseq", "torch", "transformers", "python"}
+    for phase in ("values", "keys", "solve", "edit", "evaluation", "total"):
+        assert result.timings[phase] > 0, phase
+    assert result.timings["values"] + result.timings["keys"] <= result.timings["edit"] + 1e-6
+    assert [b["batch"] for b in result.batches] == [1, 2]
+    assert sum(b["n_edits"] + b["skipped"] for b in result.batches) == 4
+    assert [p["n_edited"] for p in result.metrics["curves"]] == [2, 4]
+    assert result.metrics["post"]["n_records"] == result.metrics["pre"]["n_records"] == 4
+    # the update moved the weights, and restore=True put them back bit for bit
+    assert any(not torch.equal(result.weights[l], result.W0[l]) for l in result.weights)
+    after = _edited(setting[0], setting[2].layers)
+    assert all(torch.equal(before[l], after[l]) for l in before)
+
+
+def test_result_json_round_trip(two_batches, tmp_path):
+    result, _ = two_batches
+    path = tmp_path / "sub" / "r.json"
+    experiments.save_result(result, path)
+    loaded = experiments.load_result(path)
+    assert loaded.to_dict() == json.loads(path.read_text()) == json.loads(
+        json.dumps(result.to_dict()))
+    assert loaded.config == result.config and loaded.metrics["curves"] == \
+        result.metrics["curves"]
+    assert not list(path.parent.glob(".*.tmp"))
+    with pytest.raises(oteseq.errors.StateMismatchError):
+        experiments.Result.from_dict({"format": "other"})
+
+
+def test_single_batch_equals_one_time_and_distance_formula(setting, two_batches):
+    model, tok, hp, C0 = setting
+    one = _run(setting, batch_size=4)
+    ote = experiments.run_one_time(model, tok, RECORDS, hparams=hp, stats=C0, templates=["{}"],
+                                   progress=False)
+    assert ote.config["batch_size"] == 4 and ote.config["n_batches"] == 1
+    assert max(experiments.weight_distance(one, ote).values()) <= 1e-6
+    seq, _ = two_batches
+    for layer, d in experiments.weight_distance(seq, ote).items():
+        expected = (torch.linalg.norm(seq.weights[layer] - ote.weights[layer])
+                    / torch.linalg.norm(ote.weights[layer] - ote.W0[layer]))
+        assert math.isclose(d, float(expected), rel_tol=1e-9)
+    with pytest.raises(oteseq.errors.OteseqError):
+        experiments.weight_distance(experiments.Result.from_dict(seq.to_dict()), ote)
+
+
+def test_pre_edit_metrics_come_from_the_unedited_model(setting, monkeypatch):
+    model, tok, hp, _ = setting
+    original, calls = _edited(model, hp.layers), []
+    score = oteseq.evaluate.counterfact
+
+    def spy(m, t, records, **kw):
+        now = _edited(m, hp.layers)
+        calls.append(all(torch.equal(now[l], original[l]) for l in now))
+        return score(m, t, records, **kw)
+
+    monkeypatch.setattr(oteseq.evaluate, "counterfact", spy)
+    general = []
+    monkeypatch.setattr(experiments._protocol, "_general",
+                        lambda m, t, exclude: general.append(list(exclude)) or {"recall": 1.0})
+    result = _run(setting, general_every=2)
+    assert calls[0] is True and calls[-1] is False  # pre on W0, post on the edited model
+    assert result.metrics["pre"]["efficacy"] == score(model, tok, RECORDS)["efficacy"]
+    ids = [("France", "P36"), ("Toko Yasuda", "P1303"), ("Apple", "P31"),
+           ("Danielle Darrieux", "P103")]
+    assert general == [ids, ids]  # before any edit (all records excluded) and after batch 2
+    assert [p["batch"] for p in result.metrics["curves"]] == [2]
+
+
+def test_plots_return_figures(two_batches):
+    import matplotlib
+    matplotlib.use("Agg")
+    result, _ = two_batches
+    fig = experiments.plot_curves([result], "efficacy")
+    assert len(fig.axes[0].lines) == 1 and len(fig.axes[0].lines[0].get_xdata()) == 3
+    fig = experiments.plot_methods([result, result], ["efficacy", "specificity"])
+    assert len(fig.axes[0].patches) == 4
+
+
+def _reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "bench" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("scale", ["ci"])
+def test_committed_table_matches_current_defaults(scale):
+    """When defaults change, rerun `python bench/reproduce.py --scale <scale>`."""
+    reproduce = _reproduce()
+    path = ROOT / "book" / "results" / scale / "table.json"
+    table = json.loads(path.read_text())
+    want = reproduce.SCALES[scale]
+    assert table["scale"] == {"n": want.n, "batch_size": want.batch_size, "seed": want.seed,
+                              "eval_every": want.eval_every, "general_every": want.general_every}
+    rows = table["rows"]
+    assert [r["method"] for r in rows] == [*reproduce.METHODS, reproduce.ONE_TIME_METHOD]
+    for row in rows:
+        cfg = row["config"]
+        assert cfg["hparams"] == methods.default_hparams("toy", row["method"]).to_dict(), \
+            f"{row['method']}: hparams changed; rerun bench/reproduce.py --scale {scale}"
+        assert (cfg["n"], cfg["seed"], cfg["model"]) == (want.n, want.seed, "toy")
+        assert cfg["protocol"] == experiments.PROTOCOL
+    assert [r["batch_size"] for r in rows] == [want.batch_size] * len(reproduce.METHODS) + [want.n]
+    for name in ("table.md", "curves.png", "methods.png"):
+        assert (path.parent / name).is_file(), name
