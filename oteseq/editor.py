@@ -94,9 +94,10 @@ class Editor:
 
     def revert(self) -> None:
         """Restore the original edited matrices bit for bit and forget every edit."""
+        fresh = self._fresh_memories()  # first: it may need C0, which may fail
         for layer, module in self._modules.items():
             models.write_weight(module, self._original[layer])
-        self._memories, self.n_edits = self._fresh_memories(), 0
+        self._memories, self.n_edits = fresh, 0
 
     @property
     def ids(self) -> list:

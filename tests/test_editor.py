@@ -1,0 +1,213 @@
+"""Editor: edits land, revert is bit-exact, failures change nothing, state round-trips."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_values import REQUESTS, TEMPLATES, sharp_model
+from tiny_models import ARCHS, tiny_model
+
+from oteseq import keys, models, stats
+from oteseq.editor import Editor
+from oteseq.memory import LinearMemory
+from oteseq.errors import (ConflictError, DeviceDtypeError, NonFiniteError, OteseqError,
+                           RequestError, StateMismatchError, UnsupportedArchitectureError)
+from oteseq.methods import Hparams
+from oteseq.requests import Request
+
+TEXTS = ["The capital of France is Paris.", "I think you will like it.",
+         "Apple is a company. Microsoft is a company. Google makes search engines.",
+         "Toko Yasuda plays the guitar. The Space Needle is in Seattle.",
+         "The quick brown fox jumps over the lazy dog."] * 8
+HP = Hparams(layers=(0, 1), lam=0.1, ridge=1e-2, v_lr=0.5, v_num_grad_steps=25,
+             clamp_norm_factor=30.0, v_weight_decay=1e-3)
+EDITS = REQUESTS[:2]  # subject last, one-token targets
+
+
+def make_editor(arch="gpt2", method="memit-seq", **kwargs):
+    model, tok = sharp_model(arch)
+    C0 = stats.second_moments(model, tok, HP.layers, corpus=TEXTS, cache=False, progress=False)
+    kwargs = {"hparams": HP, "stats": C0, "templates": TEMPLATES, "progress": False, **kwargs}
+    return Editor(model, tok, method, **kwargs), model, tok
+
+
+def top1(model, tok, req: Request) -> bool:
+    ids = tok(req.text, return_tensors="pt").input_ids
+    target = tok(" " + req.target, add_special_tokens=False).input_ids[0]
+    with torch.no_grad():
+        return int(model(input_ids=ids).logits[0, -1].argmax()) == target
+
+
+def weights(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def no_hooks(model) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_edit_lands_and_revert_is_bit_exact(arch):
+    ed, model, tok = make_editor(arch)
+    before = weights(model)
+    assert not any(top1(model, tok, r) for r in EDITS)
+    report = ed.edit(EDITS)
+    assert report.n_edits == 2 and set(report.update_norms) == {0, 1}
+    assert all(top1(model, tok, r) for r in EDITS)
+    assert no_hooks(model)
+    ed.revert()
+    assert_same(before, weights(model))
+    assert ed.ids == [] and ed.n_edits == 0
+
+
+@pytest.mark.parametrize("method", ["memit", "alphaedit", "alphaedit-nocache", "prune", "rect",
+                                    "memit-seq-prune-err", "memit-seq-rect-err"])
+def test_every_method_runs_and_changes_only_the_edited_layers(method):
+    hp = HP.replace(nullspace_threshold=1e9) if method.startswith("alphaedit") else HP
+    ed, model, tok = make_editor(method=method, hparams=hp)  # P = I for the tiny C0
+    before = weights(model)
+    ed.edit(EDITS)
+    changed = {k for k in before if not torch.equal(before[k], model.state_dict()[k])}
+    assert changed == {"transformer.h.0.mlp.c_proj.weight", "transformer.h.1.mlp.c_proj.weight"}
+
+
+def test_rome_edits_one_layer_one_fact_at_a_time():
+    ed, model, tok = make_editor(method="rome", hparams=HP.replace(layers=(0,)))
+    report = ed.edit(EDITS)
+    assert report.n_edits == 2 and report.steps and set(report.update_norms) == {0}
+    assert sum(top1(model, tok, r) for r in EDITS) >= 1
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
+def test_failure_after_the_first_layer_changes_nothing(error, monkeypatch):
+    ed, model, tok = make_editor()
+    ed.edit([EDITS[0]])
+    before, ids = weights(model), ed.ids
+
+    real, calls = LinearMemory.edit, []
+
+    def second_call_fails(self, *args, **kwargs):  # layer 1's solve, after layer 0 was written
+        calls.append(self)
+        if len(calls) == 2:
+            assert not torch.equal(models.read_weight(models.edited_module(model, 0)),
+                                   before["transformer.h.0.mlp.c_proj.weight"].T)
+            raise error("injected")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LinearMemory, "edit", second_call_fails)
+    with pytest.raises(error):
+        ed.edit([EDITS[1]])
+    assert_same(before, weights(model))
+    assert ed.ids == ids and ed.memory(1).ids == ids and ed.n_edits == 1
+    assert no_hooks(model)
+    ed.edit([EDITS[1]])  # still usable
+    assert top1(model, tok, EDITS[1])
+
+
+def test_nan_keys_change_nothing(monkeypatch):
+    ed, model, tok = make_editor()
+    before = weights(model)
+    real = keys.compute_keys
+
+    def nan_at_layer_1(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return {l: K * float("nan") if l == 1 else K for l, K in out.items()}
+
+    monkeypatch.setattr(keys, "compute_keys", nan_at_layer_1)
+    with pytest.raises(NonFiniteError):
+        ed.edit(EDITS)
+    assert_same(before, weights(model))
+    assert ed.ids == []
+
+
+def test_save_load_continue_equals_an_uninterrupted_run(tmp_path):
+    batches = [[REQUESTS[0]], [REQUESTS[1]], [REQUESTS[2], REQUESTS[3]]]
+    ed, model, tok = make_editor()
+    fresh = copy.deepcopy(model)
+    for batch in batches:
+        ed.edit(batch)
+    ed2 = Editor(fresh, tok, "memit-seq", hparams=HP, stats=ed._C0, templates=TEMPLATES,
+                 progress=False)
+    ed2.edit(batches[0])
+    ed2.save(tmp_path / "state")
+    resumed_model = sharp_model("gpt2")[0]  # a new process would load the model afresh
+    ed3 = Editor.load(tmp_path / "state", resumed_model, tok, stats=ed._C0, progress=False)
+    assert ed3.templates == TEMPLATES and ed3.hparams == HP and ed3.ids == ed2.ids
+    for batch in batches[1:]:
+        ed3.edit(batch)
+    assert_same(weights(model), weights(resumed_model))
+    ed3.revert()  # the loaded editor still knows the original weights
+    assert_same(weights(sharp_model("gpt2")[0]), weights(resumed_model))
+
+
+def test_state_of_another_model_is_refused(tmp_path):
+    ed, _, _ = make_editor()
+    ed.edit([EDITS[0]])
+    ed.save(tmp_path / "state")
+    other, tok = tiny_model("gpt2", seed=1)
+    with pytest.raises(StateMismatchError):
+        Editor.load(tmp_path / "state", other, tok)
+
+
+def test_conflicts_replace_latest_wins_or_error_changes_nothing():
+    ed, model, tok = make_editor()
+    old = EDITS[0]
+    new = Request(old.prompt, old.subject, "French")  # same (subject, prompt) id
+    ed.edit([old])
+    report = ed.edit([new])
+    assert report.conflicts == (old.id,)
+    assert top1(model, tok, new) and not top1(model, tok, old)
+    assert ed.memory(0).n_constraints == 1
+
+    ed, model, tok = make_editor(on_conflict="error")
+    ed.edit([old])
+    before = weights(model)
+    with pytest.raises(ConflictError):
+        ed.edit([new])
+    assert_same(before, weights(model))
+
+
+def test_bad_inputs_are_named_errors():
+    ed, model, tok = make_editor()
+    with pytest.raises(RequestError, match="duplicate"):
+        ed.edit([EDITS[0], Request(EDITS[0].prompt, EDITS[0].subject, "French")])
+    with pytest.raises(RequestError):
+        ed.edit(["The capital of France is"])
+    with pytest.raises(OteseqError, match="do not exist"):
+        make_editor(hparams=HP.replace(layers=(1, 7)))
+    with pytest.raises(DeviceDtypeError):
+        make_editor(stats={l: torch.zeros(128, 128, device="meta") for l in HP.layers})
+    model.config.model_type = "bert"
+    with pytest.raises(UnsupportedArchitectureError):
+        Editor(model, tok, hparams=HP, stats={}, templates=TEMPLATES)
+
+
+def test_a_target_already_predicted_is_skipped():
+    ed, model, tok = make_editor()
+    ed.edit([EDITS[0]])
+    before = weights(model)
+    report = ed.edit([Request(EDITS[0].prompt, EDITS[0].subject, EDITS[0].target, id="again")])
+    assert report.n_edits == 0 and report.skipped == ("again",)
+    assert_same(before, weights(model))
+
+
+def test_retract_is_exact_for_the_memory():
+    ed, model, tok = make_editor()
+    ed.edit([EDITS[0]])
+    after_first = weights(model)
+    ed.edit([EDITS[1]])
+    ed.retract([EDITS[1].id])
+    assert ed.ids == [EDITS[0].id]
+    for k, v in after_first.items():  # W is the OTE over the remaining edit (float tolerance)
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-4, atol=1e-5)
