@@ -3,6 +3,7 @@
     python bench/reproduce.py --scale ci                  # 4 batches of 25 edits
     python bench/reproduce.py --scale paper               # 20 batches of 100 (E100) + OTE (E2000)
     python bench/reproduce.py --scale ci --methods memit memit-seq --out /tmp/results
+    python bench/reproduce.py --conflicts                 # accumulate vs replace, conflicts.md
 
 Every method edits the same records in T = n/B batches with the toy model's default
 hyperparameters, then all records are evaluated on the final model
@@ -37,6 +38,7 @@ class Scale:
     general_every: int = 1     # batches between general-ability checks
 
 
+CONFLICTS = {"n": 40, "rate": 0.25, "seed": 0, "batch_size": 1, "method": "memit-seq"}
 SCALES = {"ci": Scale(n=100, batch_size=25), "paper": Scale(n=2000, batch_size=100,
                                                            eval_every=5, general_every=5)}
 
@@ -165,11 +167,48 @@ def write(table: dict, results, out: Path) -> None:
     plt.close("all")
 
 
+def run_conflicts(progress: bool = True) -> dict:
+    """``oteseq.toy.conflicts`` edited one request at a time with each conflict policy."""
+    import oteseq
+    from oteseq import experiments, toy
+    c = CONFLICTS
+    model, tok = oteseq.load_model("toy")
+    records = toy.conflicts(c["n"], c["seed"], rate=c["rate"])
+    data = f"oteseq.toy.conflicts({c['n']}, {c['seed']}, rate={c['rate']})"
+    out = {"setting": c, "data": data,
+           "n_pairs": len(experiments.latest_pairs(records)), "policies": {}}
+    for policy in ("accumulate", "replace"):
+        result = experiments.run_sequential(
+            model, tok, records, method=c["method"], batch_size=c["batch_size"], seed=c["seed"],
+            on_conflict=policy, progress=progress, data=out["data"],
+            final_checks={"conflicts": lambda m, t: experiments.conflict_outcome(m, t, records)})
+        out["policies"][policy] = {"outcome": result.metrics["final_checks"]["conflicts"],
+                                   "config": result.config, "timings": result.timings}
+    out["versions"] = experiments.versions()
+    return out
+
+
+def conflicts_markdown(table: dict) -> str:
+    """The conflict experiment as a small markdown table."""
+    lines = [f"Toy world, {table['data']}, {table['setting']['method']}, one edit per batch; "
+             f"{table['n_pairs']} re-edited (subject, relation) pairs, compared on the latest "
+             "record's rewrite and paraphrase prompts (toy-world numbers).", "",
+             "| on_conflict | latest target beats replaced one (%) | p(latest) | p(replaced) |",
+             "|---|---|---|---|"]
+    for policy, row in table["policies"].items():
+        o = row["outcome"]
+        lines.append(f"| {policy} | {_fmt(o['latest_wins'])} | {o['p_latest']:.3f} | "
+                     f"{o['p_earlier']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="ci")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--conflicts", action="store_true",
+                        help="run only the conflicting-edits experiment (conflicts.json/.md)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -179,6 +218,13 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     out = args.out or ROOT / "book" / "results" / args.scale
+    if args.conflicts:
+        from oteseq import experiments
+        table = run_conflicts(progress=not args.quiet)
+        experiments.save_json(table, out / "conflicts.json")
+        (out / "conflicts.md").write_text(conflicts_markdown(table))
+        print(conflicts_markdown(table))
+        return
     start = time.perf_counter()
     table, results = run_all(SCALES[args.scale], args.methods, progress=not args.quiet)
     table["wall_seconds"] = time.perf_counter() - start

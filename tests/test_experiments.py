@@ -37,7 +37,8 @@ RECORDS = [_record(i, *fact) for i, fact in enumerate(FACTS)]
 @pytest.fixture(scope="module")
 def setting():
     model, tok = tiny_model("gpt2", seed=0)
-    hp = methods.default_hparams(model, "memit-seq").replace(v_num_grad_steps=4, lam=10.0, ridge=1.0)
+    hp = methods.default_hparams(model, "memit-seq").replace(v_num_grad_steps=4, lam=10.0,
+                                                              ridge=1.0)
     C0 = stats.second_moments(model, tok, list(hp.layers), corpus=TEXTS, cache=False,
                               progress=False)
     return model, tok, hp, {l: C0[l] for l in hp.layers}
@@ -126,7 +127,10 @@ def test_pre_edit_metrics_come_from_the_unedited_model(setting, monkeypatch):
     general = []
     monkeypatch.setattr(experiments._protocol, "_general",
                         lambda m, t, exclude: general.append(list(exclude)) or {"recall": 1.0})
-    result = _run(setting, general_every=2)
+    edited = lambda m, t: {"edited": not all(  # noqa: E731
+        torch.equal(w, original[l]) for l, w in _edited(m, hp.layers).items())}
+    result = _run(setting, general_every=2, final_checks={"final": edited})
+    assert result.metrics["final_checks"] == {"final": {"edited": True}}
     assert calls[0] is True and calls[-1] is False  # pre on W0, post on the edited model
     assert result.metrics["pre"]["efficacy"] == score(model, tok, RECORDS)["efficacy"]
     ids = [("France", "P36"), ("Toko Yasuda", "P1303"), ("Apple", "P31"),
@@ -169,6 +173,24 @@ def test_committed_table_matches_current_defaults(scale):
             f"{row['method']}: hparams changed; rerun bench/reproduce.py --scale {scale}"
         assert (cfg["n"], cfg["seed"], cfg["model"]) == (want.n, want.seed, "toy")
         assert cfg["protocol"] == experiments.PROTOCOL
-    assert [r["batch_size"] for r in rows] == [want.batch_size] * len(reproduce.METHODS) + [want.n]
+    sizes = [want.batch_size] * len(reproduce.METHODS) + [want.n]
+    assert [r["batch_size"] for r in rows] == sizes
     for name in ("table.md", "curves.png", "methods.png"):
         assert (path.parent / name).is_file(), name
+
+
+def test_conflict_outcome_compares_latest_with_replaced_target(setting):
+    model, tok, _, _ = setting
+    first = _record(0, *FACTS[0])
+    again = _record(2, "France", "The capital of {} is", "Norwegian", "Paris", "P36")
+    again["conflicts_with"] = 0
+    records = [first, _record(1, *FACTS[1]), again]
+    assert experiments.latest_pairs(records) == [(again, first)]
+    out = experiments.conflict_outcome(model, tok, records)
+    prompts = ["The capital of France is", "I think that The capital of France is"]
+    nll = oteseq.evaluate.scoring.continuation_nll(
+        model, tok, [p for p in prompts for _ in (0, 1)], [" Norwegian", " Seattle"] * 2).tolist()
+    wins = [nll[0] < nll[1], nll[2] < nll[3]]
+    assert out["n_pairs"] == 1 and out["latest_wins"] == sum(wins) / 2
+    assert math.isclose(out["p_latest"], (math.exp(-nll[0]) + math.exp(-nll[2])) / 2)
+    assert experiments.conflict_outcome(model, tok, records[:2])["n_pairs"] == 0

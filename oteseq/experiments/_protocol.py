@@ -99,7 +99,7 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
                    general_every: int | None = None, evaluate: EvalName = "counterfact",
                    seed: int = 0, progress: bool = True, on_conflict: str = "replace",
                    restore: bool = True, templates=None, data: str | None = None,
-                   protocol: str = PROTOCOL) -> Result:
+                   protocol: str = PROTOCOL, final_checks: Mapping | None = None) -> Result:
     """Edit ``records`` in ⌈n/B⌉ batches of ``batch_size`` with ``method``, then evaluate all.
 
     ``records`` are CounterFact- or zsRE-schema dicts (``evaluate`` says which). Pre-edit
@@ -108,7 +108,9 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
     so far are evaluated, every ``general_every`` batches general ability (toy model: recall of
     facts outside the edited (subject, relation) pairs, text NLL; other models: GLUE-style).
     ``restore=True`` reverts the edited matrices at the end (also after an error), so several
-    methods can run on one model. Weights before and after stay on the result (not in JSON).
+    methods can run on one model. ``final_checks`` maps names to ``fn(model, tok) -> dict``
+    run on the final model (``metrics["final_checks"]``). Weights before and after stay on the
+    result (not in JSON).
     """
     if batch_size < 1:
         raise OteseqError(f"batch_size={batch_size}; give a positive number of edits per batch")
@@ -133,12 +135,14 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
         _edit_all(ed, model, tok, records, requests, batch_size, score, clock, eval_every,
                   general_every, curves, batches, progress)
         post = clock.run("evaluation", score, model, tok, records)
+        checks = {name: clock.run("evaluation", fn, model, tok)
+                  for name, fn in (final_checks or {}).items()}
         weights = _weights(model, ed.layers)
     finally:
         if restore:
             ed.revert()
     timings["total"] = time.perf_counter() - start
-    metrics = {"pre": pre, "post": post, "curves": curves}
+    metrics = {"pre": pre, "post": post, "curves": curves, "final_checks": checks}
     return Result(config, versions(), timings, metrics, batches, weights, W0)
 
 
@@ -179,8 +183,8 @@ def run_one_time(model, tok, records: Sequence[Mapping[str, Any]], *, method: st
 
 
 def weight_distance(sequential: Result, one_time: Result) -> dict[int, float]:
-    """Per edited layer, ``‖W_seq − W_ote‖_F / ‖W_ote − W0‖_F``: how far sequential editing
-    ends from one-time editing, relative to the size of the one-time update.
+    """Per edited layer, ``‖W_seq − W_ote‖_F / ‖W_ote − W0‖_F``: how far sequential
+    editing ends from one-time editing, relative to the size of the one-time update.
 
     For fixed keys and values per layer the two are equal (recursive least squares), so this
     would be ~1e-15 in float64. In the network the keys of later layers and the target values

@@ -1,4 +1,4 @@
-"""``Result``: one editing run as data — configuration, versions, timings, metrics — and its JSON.
+"""``Result``: one editing run as data (configuration, versions, timings, metrics) and its JSON.
 
 Every result file records the protocol it followed (editing-anchors §10 item 7: evaluate after
 all edits vs per-batch curves are not comparable) and phase timings summed over *all* batches
