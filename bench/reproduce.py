@@ -49,6 +49,7 @@ def run_all(scale: Scale, methods, progress: bool = True) -> tuple[dict, list]:
     from oteseq import experiments, methods as methods_module, stats, toy
 
     model, tok = oteseq.load_model("toy")
+    checkpoint = toy_checkpoint()
     records = toy.counterfact(scale.n, scale.seed)
     data = f"oteseq.toy.counterfact(n={scale.n}, seed={scale.seed})"
     results, C0_cache, stats_seconds = [], {}, 0.0
@@ -69,7 +70,22 @@ def run_all(scale: Scale, methods, progress: bool = True) -> tuple[dict, list]:
                                             hparams=hp, stats=C0_cache[key], **common)
         result.config["label"] = f"{method} (one-time)" if i == len(runs) - 1 else method
         results.append(result)
-    return _table(scale, results, stats_seconds), results
+    table = _table(scale, results, stats_seconds)
+    table["checkpoint"] = checkpoint
+    return table, results
+
+
+def toy_checkpoint() -> dict:
+    """Whether the shipped toy model is a partial (interim) checkpoint, and its last recall."""
+    import json
+    from oteseq.loading import toy_model_dir
+    path = toy_model_dir() / "training_report.json"
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    curve = report.get("recall_curve") or [[None, None]]
+    return {"partial": bool(report.get("partial", False)), "step": curve[-1][0],
+            "recall": curve[-1][1]}
 
 
 def _row(result, one_time) -> dict:
@@ -118,7 +134,10 @@ def markdown(table: dict) -> str:
              f"({-(-s['n'] // s['batch_size'])} batches, weights never restored), then all "
              f"{s['n']} records evaluated on the final model ({table['protocol']}). "
              "**These are toy-world numbers** (a 6-layer GPT-2 trained on a synthetic world), "
-             "not the paper's GPT-2 XL / GPT-J / Llama-3 numbers.", "",
+             "not the paper's GPT-2 XL / GPT-J / Llama-3 numbers."
+             + (" Model: an interim training checkpoint (step "
+                f"{table['checkpoint'].get('step')}), not the final toy model."
+                if table.get("checkpoint", {}).get("partial") else ""), "",
              "| Method | Eff. | Gen. | Spe. | Score | Recall of untouched facts | Text NLL | "
              "max ‖W_seq−W_ote‖/‖W_ote−W0‖ | Edit time (s) |",
              "|---|---|---|---|---|---|---|---|---|"]

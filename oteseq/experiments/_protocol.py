@@ -106,7 +106,7 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
     metrics of all records are computed on the unedited model before any edit; post-edit
     metrics of all records on the final model. Every ``eval_every`` batches the records edited
     so far are evaluated, every ``general_every`` batches general ability (toy model: recall of
-    facts outside the edited (subject, relation) pairs, text NLL; other models: GLUE-style).
+    facts outside all the run's (subject, relation) pairs, text NLL; other models: GLUE-style).
     ``restore=True`` reverts the edited matrices at the end (also after an error), so several
     methods can run on one model. ``final_checks`` maps names to ``fn(model, tok) -> dict``
     run on the final model (``metrics["final_checks"]``). Weights before and after stay on the
@@ -164,8 +164,9 @@ def _edit_all(ed, model, tok, records, requests, B, score, clock, eval_every, ge
             m = clock.run("evaluation", score, model, tok, records[:t * B])
             point.update({k: m[k] for k in _RATES if k in m})
         if general_every and (t % general_every == 0 or last):
+            # the same untouched facts at every point: all of the run's pairs are excluded
             point["general"] = clock.run("general", _general, model, tok,
-                                         [r.id for r in requests[:t * B]])
+                                         [r.id for r in requests])
         if len(point) > 2:
             curves.append(point)
 
