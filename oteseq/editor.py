@@ -19,6 +19,7 @@ import copy
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -120,8 +121,8 @@ class Editor:
             raise
 
     def _edit_batch(self, requests: list[Request]) -> EditReport:
-        hp, clock = self.hparams, _Clock()
-        with clock("values"):
+        hp, t = self.hparams, {"values": 0.0, "keys": 0.0, "solve": 0.0}
+        with _timed(t, "values"):
             known = _already_predicted(self.model, self.tok, requests)
             todo = [r for r, k in zip(requests, known) if not k]
             conflicts = tuple(r.id for r in todo if r.id in self._memories[self.layers[0]])
@@ -129,18 +130,18 @@ class Editor:
                 raise ConflictError(f"request id(s) {list(conflicts)} are already active and "
                                     "on_conflict='error'; retract them first or use 'replace'")
             if not todo:
-                return EditReport(0, skipped=tuple(r.id for r in requests), timings=clock.t)
+                return EditReport(0, skipped=tuple(r.id for r in requests), timings=t)
             values = compute_values(self.model, self.tok, todo, self.layers[-1], hp,
                                     templates=self.templates, progress=self.progress)
             _check_finite(values.z, "target values z*")
         ids, norms = [r.id for r in todo], {}
         for i, layer in enumerate(self.layers):
-            with clock("keys"):
+            with _timed(t, "keys"):
                 K = keys.compute_keys(self.model, self.tok, todo, [layer], fact_token=hp.fact_token,
                                       templates=self._key_templates())[layer]
                 z_cur = block_output_at_subject(self.model, self.tok, todo, self.layers[-1],
                                                 hp.fact_token)
-            with clock("solve"):
+            with _timed(t, "solve"):
                 mem = self._memories[layer]
                 R = (values.z.to(z_cur.device) - z_cur) / (len(self.layers) - i)
                 V = mem.W64 @ K.to(mem.W64) + R.to(mem.W64)
@@ -150,7 +151,7 @@ class Editor:
         self.n_edits += len(todo)
         return EditReport(len(todo), tuple(ids), tuple(values.loss.tolist()),
                           tuple(values.steps.tolist()), norms, conflicts,
-                          tuple(r.id for r, k in zip(requests, known) if k), clock.t)
+                          tuple(r.id for r, k in zip(requests, known) if k), t)
 
     def _retract(self, ids: list) -> dict:
         norms = {}
@@ -346,22 +347,14 @@ def _check_finite(x: torch.Tensor, what: str) -> None:
                              "check the model's dtype (fp16 overflow)")
 
 
-class _Clock:
-    """Accumulates wall-clock seconds per phase: ``with clock("keys"): ...``."""
-
-    def __init__(self):
-        self.t: dict[str, float] = {"values": 0.0, "keys": 0.0, "solve": 0.0}
-
-    def __call__(self, phase: str):
-        clock = self
-
-        class _Phase:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.t[phase] = clock.t.get(phase, 0.0) + time.perf_counter() - self.start
-        return _Phase()
+@contextmanager
+def _timed(timings: dict, phase: str):
+    """Add the wall-clock seconds of the block to ``timings[phase]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
 def _merge(reports: list[EditReport]) -> EditReport:

@@ -56,7 +56,8 @@ class Prompts:
     per_request: int           # m = number of templates + 1 (the last row is the KL prompt)
 
 
-def build_prompts(tok, requests: Sequence[Request], templates: Sequence[str]) -> Prompts:
+def build_prompts(tok, requests: Sequence[Request], templates: Sequence[str],
+                  fact_token: str = "subject_last") -> Prompts:
     """Rewriting prompts (template × prompt, then the target's tokens but the last) + KL prompt.
 
     Token ids are concatenated (prompt ids, then target ids), not re-tokenised from text, so
@@ -74,7 +75,7 @@ def build_prompts(tok, requests: Sequence[Request], templates: Sequence[str]) ->
                 ids = ids + target[:-1]
             rows.append(ids)
             label_rows.append(labels)
-            lookups.append(keys.subject_last_index(tok, template, req.subject))
+            lookups.append(keys.subject_last_index(tok, template, req.subject, mode=fact_token))
     width = max(map(len, rows))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     return Prompts(
@@ -266,11 +267,13 @@ def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
                    progress: bool = False) -> TargetValues:
     """z* for all ``requests`` at block ``layer``, optimised together (module docstring).
 
-    ``hp`` supplies v_lr, v_num_grad_steps, clamp_norm_factor, kl_factor, v_weight_decay;
+    ``hp`` supplies v_lr, v_num_grad_steps, clamp_norm_factor, kl_factor, v_weight_decay
+    (and fact_token, default ``subject_last``);
     ``max_tokens`` bounds the padded tokens of one forward (requests are chunked, their
     gradients are independent). Returns z*, z_init (d_model, n), losses and steps (n,).
     """
-    chunks = _chunks(model, layer, build_prompts(tok, requests, templates), max_tokens)
+    prompts = build_prompts(tok, requests, templates, getattr(hp, "fact_token", "subject_last"))
+    chunks = _chunks(model, layer, prompts, max_tokens)
     z_init = torch.cat([c.z_init() for c in chunks])
     n, dev = z_init.shape[0], z_init.device
     delta, adam = torch.zeros_like(z_init), _RowAdam(z_init, hp.v_lr)
@@ -327,7 +330,7 @@ def one_at_a_time(model, tok, requests: Sequence[Request], layer: int, hp, *,
 
 
 def _one(model, tok, req: Request, layer: int, hp, templates):
-    p = build_prompts(tok, [req], templates)
+    p = build_prompts(tok, [req], templates, getattr(hp, "fact_token", "subject_last"))
     dev = models.input_device(model)
     ids, mask, labels = (x.to(dev) for x in (p.input_ids, p.attention_mask, p.labels))
     m, state = p.per_request, {}
