@@ -294,9 +294,8 @@ def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
             kl_init[ci] = kl_logp if kl_init[ci] is None else kl_init[ci]
             loss[rows] = chunk_loss.detach()
             go = (chunk_loss.detach() >= STOP_LOSS) & (it < last)
-            if go.any():
-                chunk_loss[go].sum().backward()
-                grad[rows] = d_rows.grad
+            if go.any():  # gradients for δ only: no weight gradients, no .grad on the model
+                grad[rows] = torch.autograd.grad(chunk_loss[go].sum(), d_rows)[0]
                 train[rows[go]] = True
         if not train.any():
             break
@@ -344,7 +343,7 @@ def _one(model, tok, req: Request, layer: int, hp, templates):
                         accumulate=True)
         return (h, *output[1:]) if isinstance(output, tuple) else h
 
-    opt, steps = torch.optim.Adam([delta], lr=hp.v_lr), 0
+    opt, steps = torch.optim.Adam([delta], lr=hp.v_lr), 0  # MEMIT's optimiser
     with hooks.Trace(models.block(model, layer), retain_output=False, edit_output=inject):
         for it in range(hp.v_num_grad_steps):
             opt.zero_grad()
@@ -361,7 +360,7 @@ def _one(model, tok, req: Request, layer: int, hp, templates):
             loss = nll + hp.kl_factor * kl + hp.v_weight_decay * (delta.norm() / z_norm ** 2)
             if loss < STOP_LOSS or it == hp.v_num_grad_steps - 1:
                 break
-            loss.backward()
+            delta.grad = torch.autograd.grad(loss, delta)[0]  # no weight gradients
             opt.step()
             steps += 1
             if delta.norm() > hp.clamp_norm_factor * z_norm:

@@ -87,9 +87,10 @@ def test_prompt_rows_carry_the_target_tokens():
             assert pos[0] >= int(p.lookup[row])
 
 
-def test_no_hooks_are_left_behind():
+def test_no_hooks_and_no_weight_gradients_are_left_behind():
     model, tok = sharp_model("gpt_neox")
     values.compute_values(model, tok, REQUESTS[:2], 0, hp(3), templates=TEMPLATES)
     values.one_at_a_time(model, tok, REQUESTS[:1], 0, hp(3), templates=TEMPLATES)
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
+    assert all(p.grad is None for p in model.parameters())
