@@ -252,3 +252,21 @@ def test_toy_memit_seq_keeps_earlier_edits_where_memit_forgets(monkeypatch):
     assert residual["memit"][0] == pytest.approx(residual["memit-seq"][0], rel=1e-6)
     assert max(residual["memit-seq"][1]) < 0.2
     assert min(residual["memit"][1]) > 5 * max(residual["memit-seq"][1])
+
+
+def test_cli_runs_a_small_sequential_experiment(tmp_path, monkeypatch):
+    import json
+
+    from oteseq.__main__ import main
+
+    monkeypatch.setenv("OTESEQ_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    code = main(["edit", "--model", "toy", "--data", "toy-counterfact", "--n", "4", "--batch", "2",
+                 "--out", str(out), "--eval", "--no-progress", "--hparams",
+                 '{"v_num_grad_steps": 2, "mom2_n_samples": 100}'])
+    assert code == 0
+    result = json.loads((out / "results.json").read_text())
+    assert len(result["batches"]) == 2 and result["config"]["method"] == "memit-seq"
+    assert {"values", "keys", "solve", "total"} <= set(result["timings"])
+    assert 0.0 <= result["metrics"]["efficacy"] <= 1.0 and "protocol" in result
+    assert (out / "plot.png").stat().st_size > 0
