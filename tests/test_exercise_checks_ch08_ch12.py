@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oteseq.exercise_checks import ch08
+from oteseq.exercise_checks import ch08, ch12
 
 # ----------------------------------------------------------------------------- chapter 8
 
@@ -78,3 +78,50 @@ def test_checks_are_exposed_by_oteseq_exercises():
     import oteseq.exercises as exercises
     assert exercises.check_rect is ch08.check_rect
     assert exercises.check_error_feedback_step is ch08.check_error_feedback_step
+
+
+# ---------------------------------------------------------------------------- chapter 12
+
+
+def rls_step(W, A_inv, K, V):
+    AK = A_inv @ K
+    gain = torch.linalg.solve(torch.eye(K.shape[1], dtype=K.dtype) + K.T @ AK, AK.T)
+    return W + (V - W @ K) @ gain, A_inv - AK @ gain
+
+
+def rls_old_inverse(W, A_inv, K, V):       # wrong: the step uses A⁻¹ before the update
+    _, A_inv_new = rls_step(W, A_inv, K, V)
+    return W + (V - W @ K) @ K.T @ A_inv, A_inv_new
+
+
+def rls_returns_update(W, A_inv, K, V):    # wrong: Δ instead of W + Δ
+    W_new, A_inv_new = rls_step(W, A_inv, K, V)
+    return W_new - W, A_inv_new
+
+
+def rls_wrong_woodbury(W, A_inv, K, V):    # wrong: forgets the identity in the n × n system
+    AK = A_inv @ K
+    gain = torch.linalg.solve(K.T @ AK + 1e-3 * torch.eye(K.shape[1], dtype=K.dtype), AK.T)
+    return W + (V - W @ K) @ gain, A_inv - AK @ gain
+
+
+def test_rls_correct_solution_passes(capsys):
+    assert 0.0 <= ch12.check_rls_step(rls_step) < 1e-8
+    assert capsys.readouterr().out.startswith("\u2713 check_rls_step")
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (rls_old_inverse, "NEW inverse"),
+    (rls_returns_update, "update Δ"),
+    (rls_wrong_woodbury, "Woodbury"),
+    (lambda W, A_inv, K, V: W, "pair"),
+])
+def test_rls_wrong_solutions_fail_with_a_hint(wrong, phrase):
+    with pytest.raises(AssertionError) as info:
+        ch12.check_rls_step(wrong)
+    assert phrase in str(info.value)
+
+
+def test_ch12_check_is_exposed_by_oteseq_exercises():
+    import oteseq.exercises as exercises
+    assert exercises.check_rls_step is ch12.check_rls_step
