@@ -270,3 +270,17 @@ def test_cli_runs_a_small_sequential_experiment(tmp_path, monkeypatch):
     assert {"values", "keys", "solve", "total"} <= set(result["timings"])
     assert 0.0 <= result["metrics"]["efficacy"] <= 1.0 and "protocol" in result
     assert (out / "plot.png").stat().st_size > 0
+
+
+def test_bfloat16_model_is_edited_in_its_dtype_and_reverted_exactly():
+    model, tok = sharp_model("llama")
+    model = model.to(torch.bfloat16)
+    C0 = stats.second_moments(model, tok, HP.layers, corpus=TEXTS, cache=False, progress=False)
+    ed = Editor(model, tok, "memit-seq", hparams=HP, stats=C0, templates=TEMPLATES,
+                progress=False)
+    before = weights(model)
+    ed.edit(EDITS)
+    assert all(top1(model, tok, r) for r in EDITS)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    ed.revert()
+    assert_same(before, weights(model))
