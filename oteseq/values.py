@@ -16,7 +16,7 @@ one-at-a-time δ (:func:`one_at_a_time` is that reference loop). Speed comes fro
 all prompts of the batch share forward passes, and the hidden states below the injection do
 not depend on δ — they are computed once, then each step re-runs only blocks ``layer+1 …``
 (replaying the arguments the model passed to those blocks), the final norm, and the LM head at
-the few positions that enter the loss.
+the few positions that enter the loss. Gradients are taken for δ only (no weight gradients).
 """
 from __future__ import annotations
 
