@@ -84,8 +84,8 @@ class Editor:
     def edit(self, requests: Iterable[Request]) -> EditReport:
         """Write ``requests`` into the model (atomically); see the module docstring."""
         requests = _checked_requests(requests)
-        if self._config.one_by_one:
-            return _merge([self._atomic(self._edit_batch, [r]) for r in requests])
+        if self._config.one_by_one:  # ROME: one request after the other, atomic as a whole
+            return self._atomic(lambda: _merge([self._edit_batch([r]) for r in requests]))
         return self._atomic(self._edit_batch, requests)
 
     def retract(self, ids: Sequence) -> dict:
