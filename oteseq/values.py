@@ -220,8 +220,12 @@ def _check_replay(replayed: torch.Tensor, full: torch.Tensor) -> None:
     err = float((replayed.detach().float() - full.float()).abs().max()) if replayed.numel() else 0.0
     scale = float(full.float().abs().max()) if full.numel() else 1.0
     if err > tol * max(scale, 1.0):
-        raise RuntimeError(f"re-running the upper blocks alone differs from the full forward "
-                           f"by {err:.3g}; this architecture needs a fix in oteseq.values")
+        raise _ReplayMismatch(f"re-running the upper blocks alone differs from the full "
+                              f"forward by {err:.3g}")
+
+
+class _ReplayMismatch(RuntimeError):
+    """The partial stack does not reproduce the model (an architecture the replay misses)."""
 
 
 def _chunks(model, layer: int, prompts: Prompts, max_tokens: int) -> list[_Chunk]:
@@ -273,7 +277,15 @@ def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
     gradients are independent). Returns z*, z_init (d_model, n), losses and steps (n,).
     """
     prompts = build_prompts(tok, requests, templates, getattr(hp, "fact_token", "subject_last"))
-    chunks = _chunks(model, layer, prompts, max_tokens)
+    try:
+        return _optimise(_chunks(model, layer, prompts, max_tokens), hp, progress)
+    except _ReplayMismatch as error:  # fall back to full forwards with a hook, one at a time
+        log.warning("%s; using the one-request-at-a-time loop for this model", error)
+        return one_at_a_time(model, tok, requests, layer, hp, templates=templates)
+
+
+def _optimise(chunks: list[_Chunk], hp, progress: bool) -> TargetValues:
+    """The batched Adam loop over the chunks' requests (see :func:`compute_values`)."""
     z_init = torch.cat([c.z_init() for c in chunks])
     n, dev = z_init.shape[0], z_init.device
     delta, adam = torch.zeros_like(z_init), _RowAdam(z_init, hp.v_lr)

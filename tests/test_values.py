@@ -94,3 +94,15 @@ def test_no_hooks_and_no_weight_gradients_are_left_behind():
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_replay_mismatch_falls_back_to_the_reference_loop(monkeypatch, caplog):
+    model, tok = sharp_model("qwen2")
+
+    def mismatch(*args):
+        raise values._ReplayMismatch("injected")
+
+    monkeypatch.setattr(values, "_check_replay", mismatch)
+    got = values.compute_values(model, tok, REQUESTS[:2], 0, hp(3), templates=TEMPLATES)
+    ref = values.one_at_a_time(model, tok, REQUESTS[:2], 0, hp(3), templates=TEMPLATES)
+    assert torch.equal(got.z, ref.z) and "one-request-at-a-time" in caplog.text
