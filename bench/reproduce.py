@@ -193,6 +193,7 @@ def run_conflicts(progress: bool = True) -> dict:
     c = CONFLICTS
     model, tok = oteseq.load_model("toy")
     records = toy.conflicts(c["n"], c["seed"], rate=c["rate"])
+    checkpoint = toy_checkpoint()
     data = f"oteseq.toy.conflicts({c['n']}, {c['seed']}, rate={c['rate']})"
     out = {"setting": c, "data": data,
            "n_pairs": len(experiments.latest_pairs(records)), "policies": {}}
@@ -203,7 +204,7 @@ def run_conflicts(progress: bool = True) -> dict:
             final_checks={"conflicts": lambda m, t: experiments.conflict_outcome(m, t, records)})
         out["policies"][policy] = {"outcome": result.metrics["final_checks"]["conflicts"],
                                    "config": result.config, "timings": result.timings}
-    out["versions"] = experiments.versions()
+    out["versions"], out["checkpoint"] = experiments.versions(), checkpoint
     return out
 
 
@@ -211,7 +212,9 @@ def conflicts_markdown(table: dict) -> str:
     """The conflict experiment as a small markdown table."""
     lines = [f"Toy world, {table['data']}, {table['setting']['method']}, one edit per batch; "
              f"{table['n_pairs']} re-edited (subject, relation) pairs, compared on the latest "
-             "record's rewrite and paraphrase prompts (toy-world numbers).", "",
+             "record's rewrite and paraphrase prompts (toy-world numbers"
+             + (f"; interim model checkpoint, step {table['checkpoint'].get('step')}"
+                if table.get("checkpoint", {}).get("partial") else "") + ").", "",
              "| on_conflict | latest target beats replaced one (%) | p(latest) | p(replaced) |",
              "|---|---|---|---|"]
     for policy, row in table["policies"].items():

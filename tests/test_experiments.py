@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,8 +153,9 @@ def test_plots_return_figures(two_batches):
 def _reproduce():
     spec = importlib.util.spec_from_file_location("reproduce", ROOT / "bench" / "reproduce.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules.setdefault("reproduce", module)  # dataclasses look their module up there
+    spec.loader.exec_module(sys.modules["reproduce"])
+    return sys.modules["reproduce"]
 
 
 @pytest.mark.parametrize("scale", ["ci"])
