@@ -131,6 +131,12 @@ class Editor:
                                     "on_conflict='error'; retract them first or use 'replace'")
             if not todo:
                 return EditReport(0, skipped=tuple(r.id for r in requests), timings=t)
+            if conflicts and self.on_conflict == "replace" and self._config.accumulate:
+                # Latest wins: drop the old constraints first, so the new targets are optimised
+                # on the de-conflicted model. For fixed (K, V) this equals the memory's one-step
+                # replace (OTE over the de-conflicted set); targets computed on a model that still
+                # carries the old fact would have to fight it (clamped δ) and often lose.
+                self._retract(list(dict.fromkeys(conflicts)))
             values = compute_values(self.model, self.tok, todo, self.layers[-1], hp,
                                     templates=self.templates, progress=self.progress)
             _check_finite(values.z, "target values z*")

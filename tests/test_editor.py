@@ -254,6 +254,41 @@ def test_toy_memit_seq_keeps_earlier_edits_where_memit_forgets(monkeypatch):
     assert min(residual["memit"][1]) > 5 * max(residual["memit-seq"][1])
 
 
+def test_toy_replace_lets_the_latest_target_win():
+    """A re-edit of the same (subject, relation) on the toy model: with on_conflict="replace"
+    the old constraint is retracted before the new targets are optimised, so the model
+    predicts the latest target (it used to keep predicting the first one)."""
+    import collections
+
+    import oteseq
+    from oteseq.methods import default_hparams
+
+    model, tok = oteseq.load_model("toy")
+    chains = collections.defaultdict(list)
+    for record in oteseq.toy.conflicts(60, seed=0):
+        chains[record["requested_rewrite"]["subject"], record["requested_rewrite"]["relation_id"]
+               ].append(Request.from_counterfact(record))
+    chain = chains["Greta Stanhe", "P108"]  # three targets; kept the first before the fix
+    hp = default_hparams("toy", "memit-seq")
+    C0 = stats.second_moments(model, tok, hp.layers, corpus="toy", n_samples=200, cache=False,
+                              progress=False)
+    ed = Editor(model, tok, "memit-seq", hparams=hp, stats=C0, progress=False)
+
+    def top1(req):
+        with torch.no_grad():
+            logits = model(tok(req.text, return_tensors="pt").input_ids).logits[0, -1]
+        return tok.decode([int(logits.argmax())]).strip()
+
+    try:
+        for i, req in enumerate(chain):
+            report = ed.edit([req])
+            assert report.conflicts == ((req.id,) if i else ())
+            assert top1(req) == tok.decode(tok(" " + req.target).input_ids[:1]).strip(), i
+        assert ed.ids.count(chain[-1].id) == 1
+    finally:
+        ed.revert()
+
+
 def test_cli_runs_a_small_sequential_experiment(tmp_path, monkeypatch):
     import json
 
