@@ -13,7 +13,7 @@ from oteseq.loading import toy_model_dir
 from oteseq.toy.report import BARS, recall_by_kind
 from oteseq.toy.train import TrainConfig, train
 
-MARGIN = 0.04  # sample of ~80 facts: allowed shortfall against the model-card bars
+MARGIN = 0.05  # sample of 60 facts: allowed shortfall against the model-card bars
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,13 @@ def toy_model():
     import transformers
 
     transformers.logging.set_verbosity_error()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and CI machines are shared
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        return oteseq.load_model("toy")
+        model_and_tok = oteseq.load_model("toy")
+    yield model_and_tok
+    torch.set_num_threads(threads)
 
 
 def test_shipped_files_are_small_and_half_precision():
@@ -73,7 +77,7 @@ def test_predicts_a_fact(toy_model):
 
 def test_recall_on_a_sample_of_facts_meets_the_bars(toy_model):
     model, tok = toy_model
-    recall = recall_by_kind(model, tok, toy.world(0), n_facts=80)
+    recall = recall_by_kind(model, tok, toy.world(0), n_facts=60)
     for kind, bar in BARS.items():
         assert recall[kind] >= bar - MARGIN, (kind, recall)
 

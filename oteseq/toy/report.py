@@ -57,7 +57,7 @@ def ngram_entropy(text: str) -> float:
 
 
 @torch.no_grad()
-def greedy_continuations(model, tok, prompts: Sequence[str], n_new: int = 40) -> list[str]:
+def greedy_continuations(model, tok, prompts: Sequence[str], n_new: int = 32) -> list[str]:
     """Greedy continuations (prompt included), one prompt at a time (no padding effects)."""
     texts = []
     device = next(model.parameters()).device
@@ -69,7 +69,7 @@ def greedy_continuations(model, tok, prompts: Sequence[str], n_new: int = 40) ->
     return texts
 
 
-def fluency(model, tok, w: World, *, n_texts: int = 60) -> dict[str, float]:
+def fluency(model, tok, w: World, *, n_texts: int = 12) -> dict[str, float]:
     """n-gram entropy of greedy continuations vs held-out real text vs the same words shuffled,
     and mean NLL of real vs shuffled held-out text."""
     real = general_text(n_texts, 1, "heldout", world=w, sentences_per_text=6)
