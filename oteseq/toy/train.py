@@ -50,7 +50,7 @@ class TrainConfig:
         "canonical": 0.25, "paraphrase": 0.3, "question": 0.25, "nq": 0.05, "general": 0.15})
     n_general: int = 20000            # general-text paragraphs (training split)
     threads: int = 2
-    eval_every: int = 250             # steps between recall checks on a fixed sample
+    eval_every: int = 200             # steps between recall checks on a fixed sample
     eval_facts: int = 300
     checkpoint: bool = True           # also save to out_dir at every recall check
 
