@@ -120,7 +120,10 @@ def test_conflicts_re_edit_earlier_facts_with_new_targets():
     by_case = {r["case_id"]: r for r in records}
     conflicting = [r for r in records if "conflicts_with" in r]
     assert 20 <= len(conflicting) <= 80
-    key = lambda r: (r["requested_rewrite"]["subject"], r["requested_rewrite"]["relation_id"])  # noqa: E731
+    def key(record):
+        rewrite = record["requested_rewrite"]
+        return rewrite["subject"], rewrite["relation_id"]
+
     for record in records:
         _assert_same_schema(record, reference, extra=("conflicts_with",))
     for record in conflicting:

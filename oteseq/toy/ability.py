@@ -15,7 +15,9 @@ from .corpus import general_text
 from .world import World, world as make_world
 
 
-def _right_padded(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _right_padded(rows: Sequence[Sequence[int]], pad_id: int,
+                  device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask, GPT-2 convention (left indices stay valid)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

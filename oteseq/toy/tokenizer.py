@@ -17,7 +17,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     ``<|endoftext|>``, no prefix space, right padding).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -104,10 +104,12 @@ def sample_batch(rng: np.random.Generator, pools: dict[str, list], cfg: TrainCon
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * final_lr_frac``."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.final_lr_frac + (1 - cfg.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.final_lr_frac + (1 - cfg.final_lr_frac) * cosine)
 
 
 def make_model(cfg: TrainConfig, tok):
@@ -150,7 +152,7 @@ def _monitor(model, tok, w, cfg: TrainConfig) -> float:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, progress: bool = False):
-    """Train the toy model by ``cfg``; save it to ``out_dir`` if given. Returns (model, tok, report).
+    """Train the toy model by ``cfg``; save to ``out_dir`` if given. Returns (model, tok, report).
 
     The report holds the config, the loss curve (every 10 steps), monitored recall, tokens per
     second and wall time.
