@@ -25,10 +25,16 @@ _LAZY = {
     "scale": ("oteseq.setup", "scale"),
 }
 
+# submodules reachable as attributes without an explicit import (``oteseq.methods`` ...)
+_SUBMODULES = ("editor", "hooks", "keys", "loading", "memory", "methods", "models", "requests",
+               "stats", "values")
+
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        _LAZY[name] = (f"oteseq.{name}", None)
     try:
         module_name, attr = _LAZY[name]
     except KeyError:

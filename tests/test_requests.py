@@ -54,3 +54,11 @@ def test_from_zsre_record():
     assert req.prompt == "What label is {} signed to?" and req.target == "Verve"
     with pytest.raises(RequestError, match="does not occur"):
         Request.from_zsre({**record, "subject": "Nobody"})
+
+
+def test_submodules_are_reachable_as_attributes():
+    import oteseq
+
+    assert oteseq.methods.default_hparams is not None and oteseq.stats.second_moments is not None
+    with pytest.raises(AttributeError, match="no attribute"):
+        oteseq.not_a_module
