@@ -91,7 +91,8 @@ def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
                    seed: int = 0) -> tuple[str, int | None, Callable[[], list[str]]]:
     """``(corpus id, n_samples, load)``; ``load()`` gives the texts (called on a cache miss).
 
-    Named corpora: ``"toy"`` (``oteseq.toy.general_text``, train split), ``"wikitext"``,
+    Named corpora: ``"toy"`` (``oteseq.toy.preservation_text``: general text and fact
+    statements, as Wikipedia mixes both), ``"wikitext"``,
     ``"wikipedia"``. Any iterable of strings is used as is (its first ``n_samples`` texts);
     its id is a hash of the texts, so it is cached too.
     """
@@ -101,9 +102,9 @@ def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
                              "a list of texts")
         n = DEFAULT_SAMPLES[corpus] if n_samples is None else n_samples
         if corpus == "toy":
-            from .toy import general_text
+            from .toy import preservation_text
 
-            return f"toy-train-seed{seed}", n, lambda: general_text(n, seed, split="train")
+            return f"toy-preserve-seed{seed}", n, lambda: preservation_text(n, seed)
         return f"{corpus}-{_HF_CORPORA[corpus][1]}-seed{seed}", n, lambda: _load_hf(corpus, n, seed)
     texts = list(itertools.islice(corpus, n_samples) if n_samples is not None else corpus)
     if not all(isinstance(text, str) for text in texts):

@@ -147,3 +147,15 @@ def test_general_text_and_prefixes():
     assert len(prefixes) >= 5 and all(p and not p.endswith(".") for p in prefixes)
     with pytest.raises(ValueError):
         toy.general_text(3, 0, "test")
+
+
+def test_preservation_text_mixes_facts_and_general_text():
+    import oteseq
+
+    texts = oteseq.toy.preservation_text(40, seed=3)
+    assert len(texts) == 40 and texts == oteseq.toy.preservation_text(40, seed=3)
+    w = oteseq.toy.world(0)
+    objects = {o for rel in w.relations.values() for o in rel.objects}
+    with_fact = [t for t in texts if any(t.endswith(f" {o}.") for o in objects)
+                 and any(s in t for s in w.subjects)]
+    assert 15 <= len(with_fact) <= 25  # half of the texts state a fact

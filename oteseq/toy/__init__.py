@@ -7,7 +7,7 @@ general text and filler prefixes, and the general-ability suite. Training:
 """
 from __future__ import annotations
 
-from .corpus import context_prefixes, general_text
+from .corpus import context_prefixes, general_text, preservation_text
 from .records import conflicts, counterfact, zsre
 from .world import RELATIONS, Relation, World, world
 
@@ -23,4 +23,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["RELATIONS", "Relation", "World", "conflicts", "context_prefixes", "counterfact",
-           "general_ability", "general_text", "world", "zsre"]
+           "general_ability", "general_text", "preservation_text", "world", "zsre"]

@@ -74,6 +74,30 @@ def general_text(n: int, seed: int = 0, split: Split = "train", *, world: World 
     return [" ".join(_sentence(rng, places) for _ in range(sentences_per_text)) for _ in range(n)]
 
 
+def preservation_text(n: int, seed: int = 0, *, world: World | None = None,
+                      fact_fraction: float = 0.5) -> list[str]:
+    """``n`` texts standing for the knowledge an edit must preserve: the toy analogue of
+    MEMIT's Wikipedia sample, which is full of facts.
+
+    A ``fact_fraction`` of the texts are statements of the world's facts (every template kind,
+    object included), the rest general text. ``C0`` from general text alone covers only the
+    few MLP directions that fact-free sentences use (effective rank ≈10 of 1,024 in the toy
+    model), so an edit with it overwrites other facts freely; with the facts in the sample,
+    recall of untouched facts after 30 ``memit-seq`` edits was 0.98 instead of 0.57.
+    """
+    from .world import world as make_world
+
+    world = world if world is not None else make_world(0)
+    n_facts = int(round(n * fact_fraction))
+    rng = random.Random(f"oteseq-toy-preservation-{seed}")
+    examples = list(fact_examples(world))
+    facts = [f"{prompt} {obj}." for _, prompt, obj in rng.sample(examples, min(n_facts,
+                                                                                len(examples)))]
+    texts = general_text(n - len(facts), seed, split="train", world=world) + facts
+    rng.shuffle(texts)
+    return texts
+
+
 def context_prefixes() -> tuple[str, ...]:
     """Short filler sentences without final punctuation, used as ``f"{prefix}. {prompt}"``.
 
@@ -107,4 +131,5 @@ def fact_examples(world: World) -> Iterator[tuple[str, str, str]]:
                     yield kind, prompt, obj
 
 
-__all__ = ["context_prefixes", "fact_examples", "fact_prompts", "general_text", "nq_question"]
+__all__ = ["context_prefixes", "fact_examples", "fact_prompts", "general_text", "nq_question",
+           "preservation_text"]
