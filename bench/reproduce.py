@@ -72,6 +72,7 @@ def run_all(scale: Scale, methods, progress: bool = True) -> tuple[dict, list]:
         results.append(result)
     table = _table(scale, results, stats_seconds)
     table["checkpoint"] = checkpoint
+    table["stats_corpus"] = sorted({getattr(C0, "corpus", None) or "?" for C0 in C0_cache.values()})
     return table, results
 
 
