@@ -1,0 +1,76 @@
+"""The prompts of the value optimisation and each request's loss on them.
+
+Rows of a batch: for request ``r``, one rewriting prompt per context template (template ×
+prompt, then the target's tokens but the last) and the KL prompt ``"{subject} is a"``; request r
+owns rows ``[r·m, r·m+m)``. Loss (MEMIT ``compute_z``, editing-anchors §3), per request:
+
+    mean_p NLL(target | prompt_p)  +  kl_factor · KL(p_δ ‖ p_0)  +  v_weight_decay · ‖δ‖ / ‖z_init‖².
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .. import keys
+from ..requests import Request
+
+STOP_LOSS = 5e-2  # the reference's early-stopping threshold on the total loss
+KL_PROMPT = "{} is a"
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Token ids of every rewriting and KL prompt of a batch; request r owns rows [r·m, r·m+m)."""
+
+    input_ids: torch.Tensor    # (P, T) right-padded
+    attention_mask: torch.Tensor  # (P, T)
+    lookup: torch.Tensor       # (P,) index of the subject's last token
+    labels: torch.Tensor       # (P, T) target id where the logit scores a target token, else -100
+    per_request: int           # m = number of templates + 1 (the last row is the KL prompt)
+
+
+def build_prompts(tok, requests: Sequence[Request], templates: Sequence[str],
+                  fact_token: str = "subject_last") -> Prompts:
+    """Rewriting prompts (template × prompt, then the target's tokens but the last) + KL prompt.
+
+    Token ids are concatenated (prompt ids, then target ids), not re-tokenised from text, so
+    the labels are exactly the target's tokens.
+    """
+    rows, lookups, label_rows = [], [], []
+    for req in requests:
+        target = tok(" " + req.target, add_special_tokens=False)["input_ids"]
+        for template in [*(t.replace("{}", req.prompt) for t in templates), KL_PROMPT]:
+            ids = tok(template.replace("{}", req.subject))["input_ids"]
+            is_kl = template is KL_PROMPT
+            labels = [-100] * len(ids) + ([] if is_kl else [-100] * (len(target) - 1))
+            if not is_kl:
+                labels[len(ids) - 1:] = target
+                ids = ids + target[:-1]
+            rows.append(ids)
+            label_rows.append(labels)
+            lookups.append(keys.subject_last_index(tok, template, req.subject, mode=fact_token))
+    width = max(map(len, rows))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return Prompts(
+        input_ids=torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
+        attention_mask=torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+        lookup=torch.tensor(lookups),
+        labels=torch.tensor([r + [-100] * (width - len(r)) for r in label_rows]),
+        per_request=len(templates) + 1)
+
+
+def request_losses(logp_rows: list[torch.Tensor], kl_logp: torch.Tensor,
+                   kl_init: torch.Tensor, delta: torch.Tensor, z_init: torch.Tensor,
+                   hp, m: int) -> torch.Tensor:
+    """Total loss of each request: mean NLL over its m−1 rewriting prompts + KL + weight decay.
+
+    ``logp_rows`` holds, per rewriting prompt, the log-probabilities of its target tokens;
+    ``kl_logp``/``kl_init`` (n, vocab); ``delta``/``z_init`` (n, d_model). Returns (n,).
+    """
+    n = delta.shape[0]
+    nll = torch.stack([-row.sum() / row.numel() for row in logp_rows]).view(n, m - 1).mean(1)
+    kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
+    decay = delta.norm(dim=-1) / z_init.norm(dim=-1) ** 2
+    return nll + hp.kl_factor * kl + hp.v_weight_decay * decay

@@ -1,0 +1,155 @@
+"""Re-running the blocks above the injection, on every position or on the suffix only.
+
+δ is added to the residual stream after block ``layer`` at the subject's last token
+``lookup``. Below that block nothing depends on δ, and — the model being causal — neither does
+any position before ``lookup`` in the blocks above it. One no-grad forward (:class:`Capture`)
+therefore keeps, once per chunk of prompts: block ``layer``'s output ``h`` (B, T, d), the
+arguments the model passed to each upper block, the attention keys/values every block cached,
+and the final norm's output (to check a replay against). A step then re-runs the upper blocks
+
+* :class:`FullReplay` — on all T positions, with the captured arguments (mask, positions);
+* :class:`~oteseq.values.suffix.SuffixReplay` — on the S positions ``lookup … lookup+S−1`` of each row only, its
+  queries attending to [the row's cached prefix keys/values, slots < lookup | the suffix,
+  causally], with the suffix's position ids / rotary embeddings gathered from the captured ones.
+  Cost per step ∝ S instead of T (S ≈ 2–5, T ≈ 20 for the toy model's prompts).
+
+A replay is trusted only after :func:`check` has compared it, at δ = 0, with the full forward;
+an argument the suffix replay does not understand raises :class:`Unsupported` (the caller then
+uses :class:`FullReplay`), never a silently wrong result.
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from .. import hooks, models
+
+CACHE_NAMES = ("cache", "past_key_values", "layer_past")
+
+
+class ReplayMismatch(RuntimeError):
+    """The partial stack does not reproduce the model (an architecture the replay misses)."""
+
+
+class Unsupported(ReplayMismatch):
+    """The suffix replay cannot rebuild an argument of the upper blocks."""
+
+
+def check(replayed: torch.Tensor, full: torch.Tensor) -> None:
+    """The partial stack must reproduce the full forward; otherwise the table is wrong.
+
+    ``replayed``/``full``: final-normed hidden states at the loss positions, (N, d).
+    """
+    tol = 1e-4 if replayed.dtype == torch.float32 else 2e-2
+    err = float((replayed.detach().float() - full.float()).abs().max()) if replayed.numel() else 0.0
+    scale = float(full.float().abs().max()) if full.numel() else 1.0
+    if err > tol * max(scale, 1.0) or err != err:
+        raise ReplayMismatch(f"re-running the upper blocks alone differs from the full "
+                             f"forward by {err:.3g}")
+
+
+class Capture:
+    """One no-grad forward (``use_cache=True``) that keeps block ``layer``'s output ``h``, the
+    upper blocks' arguments by name, the cache they filled and the final norm's output."""
+
+    def __init__(self, model, layer: int):
+        self.model, self.layer = model, layer
+        self.upper = list(range(layer + 1, models.n_layers(model)))
+        self.h: torch.Tensor | None = None
+        self.calls: dict[int, dict] = {}
+        self.normed: torch.Tensor | None = None
+
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> "Capture":
+        with torch.no_grad(), self.hooks():
+            try:
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+            except hooks.StopForward:
+                pass
+        return self
+
+    @contextmanager
+    def hooks(self) -> Iterator[None]:
+        handles = [models.block(self.model, self.layer).register_forward_hook(self._keep_h)]
+        for j in self.upper:
+            handles.append(models.block(self.model, j).register_forward_pre_hook(
+                self._keeper(j), with_kwargs=True))
+        handles.append(models.final_norm(self.model).register_forward_hook(self._keep_norm))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _keep_h(self, module, args, output):
+        self.h = (output[0] if isinstance(output, tuple) else output).detach()
+
+    def _keeper(self, j: int):
+        def keep(module, args, kwargs):
+            self.calls[j] = _named_arguments(module, args, kwargs)
+        return keep
+
+    def _keep_norm(self, module, args, output):
+        self.normed = output.detach()
+        raise hooks.StopForward  # the capture pass needs no logits
+
+    def cache(self):
+        """The key/value cache the upper blocks were given (None if they got none)."""
+        for named in self.calls.values():
+            for name in CACHE_NAMES:
+                if named.get(name) is not None:
+                    return named[name]
+        return None
+
+
+def _named_arguments(module, args: tuple, kwargs: dict) -> dict:
+    """A block's call as {parameter name: value}, **kwargs flattened, hidden states dropped."""
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    named = {}
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        named.update(value if kind is inspect.Parameter.VAR_KEYWORD else {name: value})
+    first = next(iter(bound.signature.parameters))
+    named.pop(first)
+    return named
+
+
+def _select(obj, rows: torch.Tensor, batch: int):
+    """Rows of every batch-major tensor (ndim ≥ 2, size(0) == batch) inside args/kwargs."""
+    if isinstance(obj, torch.Tensor):
+        return obj[rows] if obj.ndim >= 2 and obj.shape[0] == batch and batch > 1 else obj
+    if isinstance(obj, tuple):
+        return tuple(_select(x, rows, batch) for x in obj)
+    if isinstance(obj, list):
+        return [_select(x, rows, batch) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _select(v, rows, batch) for k, v in obj.items()}
+    return obj
+
+
+def _run_blocks(model, blocks: list[int], h: torch.Tensor, kwargs_of) -> torch.Tensor:
+    for j in blocks:
+        out = models.block(model, j)(h, **kwargs_of(j))
+        h = out[0] if isinstance(out, tuple) else out
+    return h
+
+
+class FullReplay:
+    """The upper blocks on all positions, with the captured arguments (no cache)."""
+
+    def __init__(self, capture: Capture, lookup: torch.Tensor):
+        self.capture, self.lookup = capture, lookup
+        self.calls = {j: {k: (None if k in CACHE_NAMES else False if k == "use_cache" else v)
+                          for k, v in named.items()} for j, named in capture.calls.items()}
+
+    def __call__(self, rows, owner, delta, pos_r, pos_c) -> torch.Tensor:
+        """Hidden states (before the final norm) at the loss positions, (len(pos_r), d)."""
+        cap, dev = self.capture, self.lookup.device
+        h = cap.h[rows].index_put((torch.arange(len(rows), device=dev), self.lookup[rows]),
+                                  delta[owner].to(cap.h.dtype), accumulate=True)
+        batch = cap.h.shape[0]
+        h = _run_blocks(cap.model, cap.upper, h, lambda j: _select(self.calls[j], rows, batch))
+        return h[pos_r, pos_c]
+

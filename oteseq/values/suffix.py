@@ -1,0 +1,163 @@
+"""The suffix replay: the upper blocks on the positions δ can reach, over a cached prefix.
+
+For row ``r`` with subject's last token at ``lookup_r`` the step re-runs positions
+``lookup_r + s``, s = 0 … S−1 (S = 1 + the largest distance from ``lookup`` to a loss position
+in the chunk). Every upper block attends over
+
+    keys = [ prefix slots 0 … L−1 | suffix slots 0 … S−1 ],   L = max_r lookup_r,
+
+where prefix slot p holds the captured key/value of position p (allowed iff p < lookup_r; the
+others are zeroed, never NaN) and suffix slot s′ is allowed for query s iff s′ ≤ s. Suffix
+slots past a row's end are padding: causality keeps real queries from seeing them, and every
+query sees at least itself, so no attention row is empty. Position ids and rotary embeddings of
+the suffix are gathered from the captured ones at ``lookup_r + s``; the mask is built in the
+form the attention implementation expects (bool for sdpa, additive float for eager).
+"""
+from __future__ import annotations
+
+import torch
+
+from .replay import CACHE_NAMES, Capture, Unsupported, _run_blocks, _select
+
+
+class _PrefixCache:
+    """Stands in for a transformers ``Cache``: ``update`` prepends the fixed prefix keys and
+    values of the layer to the suffix's and stores nothing (each step starts afresh)."""
+
+    def __init__(self, prefix: dict[int, tuple[torch.Tensor, torch.Tensor]]):
+        self.prefix = prefix
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if layer_idx not in self.prefix:
+            raise Unsupported(f"an upper block asked for the cache of layer {layer_idx}, "
+                              f"which the capture did not fill")
+        k, v = self.prefix[layer_idx]
+        return torch.cat([k.to(keys.dtype), keys], -2), torch.cat([v.to(values.dtype), values], -2)
+
+
+class SuffixReplay:
+    """The upper blocks on positions ``lookup … lookup+S−1`` of each row only (module doc)."""
+
+    def __init__(self, capture: Capture, lookup: torch.Tensor, labels: torch.Tensor,
+                 lengths: torch.Tensor):
+        batch, width = labels.shape
+        _check_model(capture.model, width)
+        dev = lookup.device
+        cols = torch.arange(width, device=dev)
+        scored = labels != -100
+        if (scored & (cols < lookup[:, None])).any():
+            raise Unsupported("a loss position precedes the subject's last token")
+        last = torch.maximum(torch.where(scored, cols, -1).max(1).values, lookup)
+        self.capture, self.lookup = capture, lookup
+        self.width = int((last - lookup).max()) + 1                      # S
+        position = lookup[:, None] + torch.arange(self.width, device=dev)  # (B, S)
+        self.index = position.clamp(max=width - 1)
+        h = capture.h.gather(1, self.index[..., None].expand(-1, -1, capture.h.shape[-1]))
+        self.h = torch.where((position < lengths[:, None])[..., None], h, 0)  # (B, S, d)
+        self.prefix = _prefix_kv(capture, lookup, int(lookup.max()), width)
+        allowed = _allowed(lookup, int(lookup.max()), self.width)
+        self.calls, self.cache_name = {}, {}
+        for j, named in capture.calls.items():
+            self.calls[j], self.cache_name[j] = _suffix_arguments(
+                j, named, self.index, allowed, capture.model.config._attn_implementation)
+
+    def __call__(self, rows, owner, delta, pos_r, pos_c) -> torch.Tensor:
+        """Hidden states (before the final norm) at the loss positions, (len(pos_r), d)."""
+        h = self.h[rows]
+        h = torch.cat([h[:, :1] + delta[owner].to(h.dtype)[:, None], h[:, 1:]], dim=1)
+        cache = _PrefixCache({i: (k[rows], v[rows]) for i, (k, v) in self.prefix.items()})
+        batch = self.h.shape[0]
+        h = _run_blocks(self.capture.model, self.capture.upper, h, lambda j: {
+            **_select(self.calls[j], rows, batch), self.cache_name[j]: cache})
+        return h[pos_r, pos_c - self.lookup[rows][pos_r]]
+
+
+def _check_model(model, width: int) -> None:
+    impl = getattr(model.config, "_attn_implementation", None)
+    if impl not in ("eager", "sdpa"):
+        raise Unsupported(f"attention implementation {impl!r} (the suffix mask is built for "
+                          f"eager and sdpa)")
+    window = getattr(model.config, "sliding_window", None)
+    if isinstance(window, int) and width > window:
+        raise Unsupported(f"prompts of {width} tokens exceed the sliding window {window}")
+
+
+def _prefix_kv(capture: Capture, lookup: torch.Tensor, prefix: int, width: int) -> dict:
+    """{layer: (keys, values)} of the upper blocks at positions < L, zero where p ≥ lookup_r."""
+    layers = getattr(capture.cache(), "layers", None)
+    if layers is None and capture.upper:
+        raise Unsupported("the upper blocks were given no key/value cache with layers")
+    keep = (torch.arange(prefix, device=lookup.device) < lookup[:, None])[:, None, :, None]
+    out = {}
+    for j in capture.upper:
+        k, v = (getattr(layers[j], name, None) if j < len(layers) else None
+                for name in ("keys", "values"))
+        if not (isinstance(k, torch.Tensor) and k.ndim == 4 and k.shape[-2] == width
+                and k.shape[0] == len(lookup)):
+            raise Unsupported(f"the cache of layer {j} does not hold one key per position")
+        out[j] = tuple(torch.where(keep.to(x.device), x[:, :, :prefix], 0) for x in (k, v))
+    return out
+
+
+def _allowed(lookup: torch.Tensor, prefix: int, width: int) -> torch.Tensor:
+    """(B, 1, S, L+S) bool: query s of row r sees prefix slots < lookup_r and suffix slots ≤ s."""
+    dev = lookup.device
+    seen = torch.arange(prefix, device=dev) < lookup[:, None]                  # (B, L)
+    causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()      # (S, S)
+    return torch.cat([seen[:, None, None, :].expand(-1, 1, width, -1),
+                      causal.expand(len(lookup), 1, width, width)], dim=-1)
+
+
+def _mask_like(captured, allowed: torch.Tensor, impl: str) -> torch.Tensor:
+    if captured is None and impl == "sdpa" or getattr(captured, "dtype", None) == torch.bool:
+        return allowed
+    if isinstance(captured, torch.Tensor) and captured.is_floating_point() and captured.ndim == 4:
+        blocked = torch.finfo(captured.dtype).min
+        return torch.zeros(allowed.shape, dtype=captured.dtype, device=allowed.device).masked_fill(
+            ~allowed, blocked)
+    raise Unsupported(f"attention mask {type(captured).__name__} for {impl!r} attention")
+
+
+def _time_gather(x: torch.Tensor, index: torch.Tensor, name: str) -> torch.Tensor:
+    """x (1|B, T, …) at the suffix positions → (B, S, …)."""
+    batch, width = index.shape
+    if x.ndim < 2 or x.shape[0] not in (1, batch) or x.shape[1] < int(index.max()) + 1:
+        raise Unsupported(f"block argument {name!r} of shape {tuple(x.shape)}")
+    x = x.expand(batch, *x.shape[1:])
+    return x[torch.arange(batch, device=index.device)[:, None], index.to(x.device)]
+
+
+def _suffix_arguments(j: int, named: dict, index, allowed, impl: str) -> tuple[dict, str]:
+    """Block j's captured arguments rewritten for the suffix; the name its cache goes under."""
+    out, cache_name = {}, None
+    if "attention_mask" not in named:
+        raise Unsupported(f"block {j} takes no attention_mask")
+    for name, value in named.items():
+        if name in CACHE_NAMES and value is not None:
+            cache_name = name
+        elif name == "attention_mask":
+            out[name] = _mask_like(value, allowed, impl)
+        elif name == "position_ids" and isinstance(value, torch.Tensor):
+            out[name] = _time_gather(value[..., None], index, name)[..., 0]
+        elif name == "position_embeddings" and isinstance(value, tuple):
+            out[name] = tuple(_time_gather(x, index, name) for x in value)
+        elif name == "use_cache":
+            out[name] = False
+        elif _has_tensor(value):  # an argument with a time dimension we do not know: refuse
+            raise Unsupported(f"block {j} takes an argument {name!r} the suffix replay "
+                              f"cannot rebuild")
+        else:
+            out[name] = value
+    if cache_name is None:
+        raise Unsupported(f"block {j} was given no key/value cache")
+    return out, cache_name
+
+
+def _has_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_has_tensor(x) for x in value)
+    if isinstance(value, dict):
+        return any(_has_tensor(x) for x in value.values())
+    return False
