@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from .. import models
+from ..errors import OteseqError
 from ..requests import Request
 from . import prompts, replay
 from .prompts import Prompts, build_prompts, request_losses
@@ -53,6 +54,8 @@ class _Chunk:
 
     def use(self, kind: str) -> None:
         """Re-run the upper blocks by the ``"suffix"`` or ``"full"`` replay from now on."""
+        if kind not in REPLAYS:
+            raise OteseqError(f"unknown replay {kind!r}; use one of {REPLAYS}")
         self.replay = (SuffixReplay(self.capture, self.lookup, self.labels, self.lengths)
                        if kind == "suffix" else replay.FullReplay(self.capture, self.lookup))
 
@@ -126,20 +129,21 @@ def _clamp_rows(delta: torch.Tensor, z_init: torch.Tensor, rows: torch.Tensor, f
 
 def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
                    templates: Sequence[str], max_tokens: int = 4096,
-                   progress: bool = False) -> TargetValues:
+                   progress: bool = False, replays: Sequence[str] = REPLAYS) -> TargetValues:
     """z* for all ``requests`` at block ``layer``, optimised together (package docstring).
 
     ``hp`` supplies v_lr, v_num_grad_steps, clamp_norm_factor, kl_factor, v_weight_decay
     (and fact_token, default ``subject_last``);
     ``max_tokens`` bounds the padded tokens of one forward (requests are chunked, their
-    gradients are independent). The upper blocks are re-run on the suffix from the subject's
-    last token on; if that replay does not reproduce the model at the first step, on all
-    positions; if neither does, the one-at-a-time loop runs (each fallback logs a warning).
+    gradients are independent). ``replays`` are tried in order: ``"suffix"`` re-runs the upper
+    blocks from the subject's last token on, ``"full"`` on all positions; one that does not
+    reproduce the model at the first step is dropped with a logged warning, and if none does,
+    the one-at-a-time loop runs.
     Returns z*, z_init (d_model, n), losses and steps (n,).
     """
     p = build_prompts(tok, requests, templates, getattr(hp, "fact_token", "subject_last"))
     chunks = _chunks(model, layer, p, max_tokens)
-    for kind in REPLAYS:
+    for kind in replays:
         try:
             for chunk in chunks:
                 chunk.use(kind)
