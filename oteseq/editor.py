@@ -27,8 +27,8 @@ from typing import Iterable, Sequence
 import torch
 
 from . import hooks, keys, methods, models
-from .errors import (ConflictError, DeviceDtypeError, NonFiniteError, OteseqError, RequestError,
-                     StateMismatchError)
+from .errors import (ConflictError, DeviceDtypeError, NonFiniteError, OptionError,
+                     RequestError, StateMismatchError)
 from .memory import LinearMemory
 from .requests import Request
 from .values import compute_values
@@ -69,7 +69,7 @@ class Editor:
         self.on_conflict, self.progress = on_conflict, progress
         self.layers = _checked_layers(model, self.hparams.layers)
         if self._config.one_by_one and len(self.layers) != 1:
-            raise OteseqError(f"ROME edits one layer; hparams.layers={self.layers}")
+            raise OptionError(f"ROME edits one layer; hparams.layers={self.layers}")
         self._modules = {l: models.edited_module(model, l) for l in self.layers}
         self._original = {l: models.read_weight(m).cpu() for l, m in self._modules.items()}
         self._C0 = _checked_stats(model, tok, self.hparams, self._modules, stats, progress)
@@ -239,7 +239,7 @@ def _checked_layers(model, layers) -> tuple[int, ...]:
     count = models.n_layers(model)
     bad = [l for l in layers if not 0 <= l < count]
     if bad:
-        raise OteseqError(f"hparams.layers {list(layers)}: layer(s) {bad} do not exist, the model "
+        raise OptionError(f"hparams.layers {list(layers)}: layer(s) {bad} do not exist, the model "
                           f"has layers 0..{count - 1}; choose layers in that range")
     return tuple(layers)
 
@@ -265,7 +265,7 @@ def _checked_stats(model, tok, hp, modules, stats, progress) -> dict:
                                             n_samples=hp.mom2_n_samples, progress=progress)
     missing = [l for l in modules if l not in stats]
     if missing:
-        raise OteseqError(f"stats has no C0 for layer(s) {missing}; pass second moments of every "
+        raise OptionError(f"stats has no C0 for layer(s) {missing}; pass second moments of every "
                           f"edited layer {list(modules)} (oteseq.stats.second_moments)")
     for layer, module in modules.items():
         if stats[layer].device != models.module_device(module):

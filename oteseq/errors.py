@@ -48,5 +48,13 @@ class RequestError(OteseqError, ValueError):
     """A malformed editing request (subject not in prompt, no '{}' slot, empty target...)."""
 
 
+class OptionError(OteseqError, ValueError):
+    """An option or argument outside its allowed values (unknown method, bad layer list...)."""
+
+
+class SchemaError(OteseqError, ValueError):
+    """A data record that does not follow its dataset's schema (the message names the field)."""
+
+
 class OfflineError(OteseqError, RuntimeError):
     """Something must be downloaded but cannot be; the message says what to fetch, and where."""

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from . import ols
-from .errors import OteseqError
+from .errors import OptionError
 
 MethodName = Literal["memit", "memit-seq", "alphaedit", "alphaedit-nocache", "prune", "rect",
                      "memit-seq-prune-err", "memit-seq-rect-err", "rome"]
@@ -52,7 +52,7 @@ METHODS: dict[str, Method] = {
 def method(name: str) -> Method:
     """The :class:`Method` called ``name``; the error lists the known ones."""
     if name not in METHODS:
-        raise OteseqError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        raise OptionError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     return METHODS[name]
 
 
@@ -80,11 +80,11 @@ class Hparams:
         object.__setattr__(self, "context_templates",
                            tuple(tuple(int(v) for v in pair) for pair in self.context_templates))
         if not self.layers or list(self.layers) != sorted(set(self.layers)):
-            raise OteseqError(f"layers={self.layers}: give distinct layers in increasing order")
+            raise OptionError(f"layers={self.layers}: give distinct layers in increasing order")
         if self.template_source not in ("sample", "toy"):
-            raise OteseqError(f"template_source={self.template_source!r}: use 'sample' or 'toy'")
+            raise OptionError(f"template_source={self.template_source!r}: use 'sample' or 'toy'")
         if self.v_num_grad_steps < 1 or self.v_lr <= 0 or self.lam < 0 or self.ridge < 0:
-            raise OteseqError("v_num_grad_steps ≥ 1, v_lr > 0, lam ≥ 0 and ridge ≥ 0 are needed")
+            raise OptionError("v_num_grad_steps ≥ 1, v_lr > 0, lam ≥ 0 and ridge ≥ 0 are needed")
 
     def to_dict(self) -> dict:
         """JSON-able fields (tuples become lists)."""
@@ -98,7 +98,7 @@ class Hparams:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise OteseqError(f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
+            raise OptionError(f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     def replace(self, **changes) -> "Hparams":
@@ -204,7 +204,7 @@ def default_hparams(model_or_name, method_name: str = "memit-seq") -> Hparams:
     elif not isinstance(model_or_name, str):
         base = _generic(model_or_name)
     else:
-        raise OteseqError(f"no default hyperparameters for {model_or_name!r}; known: "
+        raise OptionError(f"no default hyperparameters for {model_or_name!r}; known: "
                           f"{sorted([*_REFERENCE, *_CHOSEN, 'toy'])}. Pass the model object "
                           "(layers are then scaled to its depth) or Hparams(...) yourself")
     if m.projection:

@@ -332,3 +332,13 @@ def test_alphaedit_ridge_is_the_reference_one_except_on_the_toy_model():
     assert default_hparams("gpt2", "alphaedit-nocache").ridge == 10.0
     assert default_hparams("toy", "alphaedit").ridge == 1.0
     assert default_hparams("toy", "memit-seq").ridge == 0.0
+
+
+def test_bad_options_raise_option_error_naming_the_choices():
+    from oteseq.errors import OptionError
+    from oteseq.methods import default_hparams
+    with pytest.raises(OptionError, match="choose one of") as info:
+        default_hparams("toy", "memit-fast")
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(OptionError, match="on_conflict"):
+        LinearMemory(torch.zeros(2, 3), torch.eye(3), 1.0, on_conflict="merge")

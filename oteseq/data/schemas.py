@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..errors import OteseqError
-
-
-class SchemaError(OteseqError, ValueError):
-    """A data file whose content does not follow the expected schema."""
+from ..errors import SchemaError  # noqa: F401  (defined with the other named errors)
 
 
 TARGET = {"str": str, "id?": str}

@@ -16,7 +16,7 @@ import torch
 
 from .. import models
 from ..editor import Editor
-from ..errors import OteseqError
+from ..errors import OptionError, OteseqError
 from ..requests import Request
 from ._result import PROTOCOL, Result, versions
 
@@ -28,7 +28,7 @@ def _evaluator(evaluate: str):
     """The metric function for ``evaluate``, looked up at call time."""
     from .. import evaluate as ev
     if evaluate not in ("counterfact", "zsre"):
-        raise OteseqError(f"evaluate={evaluate!r}; use 'counterfact' or 'zsre'")
+        raise OptionError(f"evaluate={evaluate!r}; use 'counterfact' or 'zsre'")
     return getattr(ev, evaluate)
 
 
@@ -113,7 +113,7 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
     result (not in JSON).
     """
     if batch_size < 1:
-        raise OteseqError(f"batch_size={batch_size}; give a positive number of edits per batch")
+        raise OptionError(f"batch_size={batch_size}; give a positive number of edits per batch")
     score, records = _evaluator(evaluate), list(records)
     requests = _requests(records, evaluate)
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 import torch
 
-from oteseq.errors import NotPSDError, OteseqError
+from oteseq.errors import NotPSDError, OptionError
 
 PostName = Literal["prune", "rect"]
 OnConflict = Literal["replace", "accumulate", "error"]
@@ -43,8 +43,8 @@ class MemoryOptions:
         return self.accumulate and self.post is None and not self.error_feedback
 
 
-def _option_error(name: str, value: object, allowed: str) -> OteseqError:
-    return OteseqError(f"{name}={value!r} is not a valid option; use {allowed}")
+def _option_error(name: str, value: object, allowed: str) -> OptionError:
+    return OptionError(f"{name}={value!r} is not a valid option; use {allowed}")
 
 
 def make_options(*, accumulate: bool, ridge: float, post: object, error_feedback: bool,
@@ -72,7 +72,7 @@ def nonnegative(x: object, name: str) -> float:
     try:
         value = float(x)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise OteseqError(f"{name}={x!r} is not a number; pass a float ≥ 0") from None
+        raise OptionError(f"{name}={x!r} is not a number; pass a float ≥ 0") from None
     if not (value >= 0.0 and math.isfinite(value)):
         raise NotPSDError(f"{name} = {value} makes the penalty {name}·(…) not positive "
                           f"semi-definite; use a finite {name} ≥ 0")

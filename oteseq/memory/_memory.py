@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from oteseq.errors import ConflictError, OteseqError, SingularSystemError, UnknownIdError
+from oteseq.errors import ConflictError, OptionError, SingularSystemError, UnknownIdError
 from oteseq.memory import _algebra as alg
 from oteseq.memory import _state
 from oteseq.memory._config import (DEFAULT_REFRESH_EVERY, EditReport, MemoryOptions,
@@ -154,7 +154,7 @@ class LinearMemory:
         """
         st = self._state
         if not st.options.accumulate:
-            raise OteseqError("retract needs accumulate=True: with accumulate=False the memory "
+            raise OptionError("retract needs accumulate=True: with accumulate=False the memory "
                               "keeps no past constraints in its system, so there is nothing to "
                               "remove exactly; rebuild the memory or use accumulate=True")
         ids = retract_ids(ids)
