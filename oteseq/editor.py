@@ -26,9 +26,10 @@ from typing import Iterable, Sequence
 
 import torch
 
-from . import hooks, keys, methods, models
-from .errors import (ConflictError, DeviceDtypeError, NonFiniteError, OptionError,
-                     RequestError, StateMismatchError)
+from . import editor_checks as checks
+from . import keys, methods, models
+from .editor_checks import block_output_at_subject
+from .errors import ConflictError, OptionError, StateMismatchError
 from .memory import LinearMemory
 from .requests import Request
 from .values import compute_values
@@ -67,13 +68,13 @@ class Editor:
         self._config = methods.method(method)
         self.hparams = hparams if hparams is not None else methods.default_hparams(model, method)
         self.on_conflict, self.progress = on_conflict, progress
-        self.layers = _checked_layers(model, self.hparams.layers)
+        self.layers = checks.checked_layers(model, self.hparams.layers)
         if self._config.one_by_one and len(self.layers) != 1:
             raise OptionError(f"ROME edits one layer; hparams.layers={self.layers}")
         self._modules = {l: models.edited_module(model, l) for l in self.layers}
         self._original = {l: models.read_weight(m).cpu() for l, m in self._modules.items()}
-        self._C0 = _checked_stats(model, tok, self.hparams, self._modules, stats, progress)
-        self.templates = list(templates) if templates is not None else _templates(
+        self._C0 = checks.checked_stats(model, tok, self.hparams, self._modules, stats, progress)
+        self.templates = list(templates) if templates is not None else checks.templates(
             model, tok, self.hparams, seed)
         self.fingerprint = models.model_fingerprint(model)
         self.rank_P: dict[int, int | None] = {}
@@ -83,7 +84,7 @@ class Editor:
     # ----------------------------------------------------------------- editing
     def edit(self, requests: Iterable[Request]) -> EditReport:
         """Write ``requests`` into the model (atomically); see the module docstring."""
-        requests = _checked_requests(requests)
+        requests = checks.checked_requests(requests)
         if self._config.one_by_one:  # ROME: one request after the other, atomic as a whole
             return self._atomic(lambda: _merge([self._edit_batch([r]) for r in requests]))
         return self._atomic(self._edit_batch, requests)
@@ -123,7 +124,7 @@ class Editor:
     def _edit_batch(self, requests: list[Request]) -> EditReport:
         hp, t = self.hparams, {"values": 0.0, "keys": 0.0, "solve": 0.0}
         with _timed(t, "values"):
-            known = _already_predicted(self.model, self.tok, requests)
+            known = checks.already_predicted(self.model, self.tok, requests)
             todo = [r for r, k in zip(requests, known) if not k]
             conflicts = tuple(r.id for r in todo if r.id in self._memories[self.layers[0]])
             if conflicts and self.on_conflict == "error":
@@ -139,7 +140,7 @@ class Editor:
                 self._retract(list(dict.fromkeys(conflicts)))
             values = compute_values(self.model, self.tok, todo, self.layers[-1], hp,
                                     templates=self.templates, progress=self.progress)
-            _check_finite(values.z, "target values z*")
+            checks.check_finite(values.z, "target values z*")
         ids, norms = [r.id for r in todo], {}
         for i, layer in enumerate(self.layers):
             with _timed(t, "keys"):
@@ -208,12 +209,12 @@ class Editor:
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise StateMismatchError(f"{path} is not an oteseq editor state (format "
                                      f"{meta.get('format')!r}); save it with Editor.save")
-        _check_same_model(meta, model)
+        checks.check_same_model(meta, model)
         ed = cls.__new__(cls)
         ed.model, ed.tok, ed.method = model, tok, meta["method"]
         ed._config, ed.hparams = methods.method(ed.method), methods.Hparams.from_dict(meta["hparams"])
         ed.on_conflict, ed.progress, ed.templates = meta["on_conflict"], progress, meta["templates"]
-        ed.layers = _checked_layers(model, ed.hparams.layers)
+        ed.layers = checks.checked_layers(model, ed.hparams.layers)
         ed._modules = {l: models.edited_module(model, l) for l in ed.layers}
         ed.fingerprint, ed.n_edits = meta["fingerprint"], meta["n_edits"]
         ed.rank_P = {int(l): r for l, r in meta["rank_P"].items()}
@@ -221,8 +222,8 @@ class Editor:
                         for l, m in ed._modules.items()}
         ed._original = {}
         for layer, module in ed._modules.items():
-            ed._original[layer] = _original_weight(ed._memories[layer], module, layer)
-        ed._C0 = _LazyStats(model, tok, ed.hparams, ed._modules, stats, progress)
+            ed._original[layer] = checks.original_weight(ed._memories[layer], module, layer)
+        ed._C0 = checks.LazyStats(model, tok, ed.hparams, ed._modules, stats, progress)
         for layer, module in ed._modules.items():
             models.write_weight(module, ed._memories[layer].W)
         return ed
@@ -233,124 +234,6 @@ _ROME_LAM = 1e-6
 the equality-constrained rank-one update of :func:`oteseq.ols.rome` up to a relative
 ``lam/(kᵀC0⁻¹k)`` (≈ 1e-6/d_in). Unlike the reference, the residual and the denominator use
 the template-averaged key k̄ rather than the bare prompt's key."""
-
-
-def _checked_layers(model, layers) -> tuple[int, ...]:
-    count = models.n_layers(model)
-    bad = [l for l in layers if not 0 <= l < count]
-    if bad:
-        raise OptionError(f"hparams.layers {list(layers)}: layer(s) {bad} do not exist, the model "
-                          f"has layers 0..{count - 1}; choose layers in that range")
-    return tuple(layers)
-
-
-def _checked_requests(requests) -> list[Request]:
-    requests = list(requests)
-    bad = [r for r in requests if not isinstance(r, Request)]
-    if bad:
-        raise RequestError(f"{len(bad)} item(s) are not oteseq.Request, e.g. {bad[0]!r}; build "
-                           "them with Request(prompt=..., subject=..., target=...)")
-    ids = [r.id for r in requests]
-    dups = [x for i, x in enumerate(ids) if x in ids[:i]]
-    if dups:
-        raise RequestError(f"duplicate request id(s) {sorted(set(map(str, dups)))} in one edit "
-                           "call; keep one request per (subject, relation) or give distinct ids")
-    return requests
-
-
-def _checked_stats(model, tok, hp, modules, stats, progress) -> dict:
-    if stats is None:
-        from . import stats as stats_module
-        stats = stats_module.second_moments(model, tok, list(modules), corpus=hp.mom2_corpus,
-                                            n_samples=hp.mom2_n_samples, progress=progress)
-    missing = [l for l in modules if l not in stats]
-    if missing:
-        raise OptionError(f"stats has no C0 for layer(s) {missing}; pass second moments of every "
-                          f"edited layer {list(modules)} (oteseq.stats.second_moments)")
-    for layer, module in modules.items():
-        if stats[layer].device != models.module_device(module):
-            raise DeviceDtypeError(
-                f"C0 of layer {layer} is on {stats[layer].device} but the edited matrix on "
-                f"{models.module_device(module)}; move it: stats = {{l: C.to(device) ...}}")
-    return {l: stats[l] for l in modules}
-
-
-class _LazyStats(dict):
-    """C0 for a loaded editor, computed (from the cache) only if a revert needs it."""
-
-    def __init__(self, model, tok, hp, modules, stats, progress):
-        super().__init__()
-        self._args = (model, tok, hp, modules, stats, progress)
-
-    def __missing__(self, layer):
-        self.update(_checked_stats(*self._args))
-        return dict.__getitem__(self, layer)
-
-
-def _templates(model, tok, hp, seed: int) -> list[str]:
-    if hp.template_source == "toy":  # the toy world's fixed prefixes, as many as hp asks for
-        from .toy import context_prefixes
-        count = sum(n for _, n in hp.context_templates)
-        return keys.context_templates(model, tok, source=context_prefixes()[:count])
-    out = ["{}"]
-    for length, count in hp.context_templates:
-        out += keys.context_templates(model, tok, n=count, length=length, seed=seed)[1:]
-    return out
-
-
-def _check_same_model(meta: dict, model) -> None:
-    fingerprint = models.model_fingerprint(model)
-    if meta["fingerprint"] != fingerprint:
-        raise StateMismatchError(f"the state was saved for model {meta['model']!r} (fingerprint "
-                                 f"{meta['fingerprint']}), not this one ({fingerprint}); load it "
-                                 "into the model it was made for")
-    names = [models.edited_name(model, l) for l in meta["hparams"]["layers"]]
-    if names != meta["layer_names"]:
-        raise StateMismatchError(f"saved layers {meta['layer_names']} differ from {names}")
-
-
-def _original_weight(mem: LinearMemory, module, layer: int) -> torch.Tensor:
-    """The unedited matrix: the memory's W0, which must match the model now (or its W)."""
-    now = models.read_weight(module)
-    W0 = mem.state_dict()["tensors"]["W0"].to(now.dtype)
-    if not (torch.equal(now, W0.to(now.device)) or torch.equal(now, mem.W.to(now.device))):
-        raise StateMismatchError(f"layer {layer}: the model's weight is neither the saved original "
-                                 "nor the saved edited one; load into a fresh copy of the model")
-    return W0.cpu()
-
-
-def _already_predicted(model, tok, requests: list[Request]) -> list[bool]:
-    """Whether greedy decoding after the prompt already gives every target token."""
-    rows, spans = [], []
-    for r in requests:
-        ids = list(tok(r.text).input_ids)
-        target = list(tok(" " + r.target, add_special_tokens=False).input_ids)
-        rows.append(ids + target[:-1])
-        spans.append((len(ids) - 1, target))
-    if not rows:
-        return []
-    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
-    with torch.no_grad():
-        top = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.argmax(-1).cpu()
-    return [top[i, s: s + len(t)].tolist() == t for i, (s, t) in enumerate(spans)]
-
-
-def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
-                            fact_token: str = "subject_last") -> torch.Tensor:
-    """Residual output ``Z`` (d_model, n) of block ``layer`` at each bare prompt's fact token."""
-    rows = [list(tok(r.text).input_ids) for r in requests]
-    index = [keys.subject_last_index(tok, r.prompt, r.subject, mode=fact_token) for r in requests]
-    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
-    with torch.no_grad(), hooks.Trace(models.block(model, layer), stop=True) as trace:
-        model(input_ids=ids, attention_mask=mask, use_cache=False)
-    out = trace.output
-    return out[torch.arange(len(rows), device=out.device), torch.tensor(index, device=out.device)].float().T
-
-
-def _check_finite(x: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        raise NonFiniteError(f"{what} contain NaN or inf; nothing was changed. Lower v_lr or "
-                             "check the model's dtype (fp16 overflow)")
 
 
 @contextmanager

@@ -1,0 +1,131 @@
+"""Checks and model reads behind :class:`oteseq.editor.Editor`: validated inputs, the state
+file's model match, whether a target is already predicted, and the block output at subjects."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import hooks, keys, models
+from .errors import DeviceDtypeError, NonFiniteError, OptionError, RequestError, StateMismatchError
+from .memory import LinearMemory
+from .requests import Request
+
+
+def checked_layers(model, layers) -> tuple[int, ...]:
+    count = models.n_layers(model)
+    bad = [l for l in layers if not 0 <= l < count]
+    if bad:
+        raise OptionError(f"hparams.layers {list(layers)}: layer(s) {bad} do not exist, the model "
+                          f"has layers 0..{count - 1}; choose layers in that range")
+    return tuple(layers)
+
+
+def checked_requests(requests) -> list[Request]:
+    requests = list(requests)
+    bad = [r for r in requests if not isinstance(r, Request)]
+    if bad:
+        raise RequestError(f"{len(bad)} item(s) are not oteseq.Request, e.g. {bad[0]!r}; build "
+                           "them with Request(prompt=..., subject=..., target=...)")
+    ids = [r.id for r in requests]
+    dups = [x for i, x in enumerate(ids) if x in ids[:i]]
+    if dups:
+        raise RequestError(f"duplicate request id(s) {sorted(set(map(str, dups)))} in one edit "
+                           "call; keep one request per (subject, relation) or give distinct ids")
+    return requests
+
+
+def checked_stats(model, tok, hp, modules, stats, progress) -> dict:
+    if stats is None:
+        from . import stats as stats_module
+        stats = stats_module.second_moments(model, tok, list(modules), corpus=hp.mom2_corpus,
+                                            n_samples=hp.mom2_n_samples, progress=progress)
+    missing = [l for l in modules if l not in stats]
+    if missing:
+        raise OptionError(f"stats has no C0 for layer(s) {missing}; pass second moments of every "
+                          f"edited layer {list(modules)} (oteseq.stats.second_moments)")
+    for layer, module in modules.items():
+        if stats[layer].device != models.module_device(module):
+            raise DeviceDtypeError(
+                f"C0 of layer {layer} is on {stats[layer].device} but the edited matrix on "
+                f"{models.module_device(module)}; move it: stats = {{l: C.to(device) ...}}")
+    return {l: stats[l] for l in modules}
+
+
+class LazyStats(dict):
+    """C0 for a loaded editor, computed (from the cache) only if a revert needs it."""
+
+    def __init__(self, model, tok, hp, modules, stats, progress):
+        super().__init__()
+        self._args = (model, tok, hp, modules, stats, progress)
+
+    def __missing__(self, layer):
+        self.update(checked_stats(*self._args))
+        return dict.__getitem__(self, layer)
+
+
+def templates(model, tok, hp, seed: int) -> list[str]:
+    """Context templates for keys and values: the toy world's prefixes or sampled ones."""
+    if hp.template_source == "toy":  # the toy world's fixed prefixes, as many as hp asks for
+        from .toy import context_prefixes
+        count = sum(n for _, n in hp.context_templates)
+        return keys.context_templates(model, tok, source=context_prefixes()[:count])
+    out = ["{}"]
+    for length, count in hp.context_templates:
+        out += keys.context_templates(model, tok, n=count, length=length, seed=seed)[1:]
+    return out
+
+
+def check_same_model(meta: dict, model) -> None:
+    fingerprint = models.model_fingerprint(model)
+    if meta["fingerprint"] != fingerprint:
+        raise StateMismatchError(f"the state was saved for model {meta['model']!r} (fingerprint "
+                                 f"{meta['fingerprint']}), not this one ({fingerprint}); load it "
+                                 "into the model it was made for")
+    names = [models.edited_name(model, l) for l in meta["hparams"]["layers"]]
+    if names != meta["layer_names"]:
+        raise StateMismatchError(f"saved layers {meta['layer_names']} differ from {names}")
+
+
+def original_weight(mem: LinearMemory, module, layer: int) -> torch.Tensor:
+    """The unedited matrix: the memory's W0, which must match the model now (or its W)."""
+    now = models.read_weight(module)
+    W0 = mem.state_dict()["tensors"]["W0"].to(now.dtype)
+    if not (torch.equal(now, W0.to(now.device)) or torch.equal(now, mem.W.to(now.device))):
+        raise StateMismatchError(f"layer {layer}: the model's weight is neither the saved original "
+                                 "nor the saved edited one; load into a fresh copy of the model")
+    return W0.cpu()
+
+
+def already_predicted(model, tok, requests: list[Request]) -> list[bool]:
+    """Whether greedy decoding after the prompt already gives every target token."""
+    rows, spans = [], []
+    for r in requests:
+        ids = list(tok(r.text).input_ids)
+        target = list(tok(" " + r.target, add_special_tokens=False).input_ids)
+        rows.append(ids + target[:-1])
+        spans.append((len(ids) - 1, target))
+    if not rows:
+        return []
+    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
+    with torch.no_grad():
+        top = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.argmax(-1).cpu()
+    return [top[i, s: s + len(t)].tolist() == t for i, (s, t) in enumerate(spans)]
+
+
+def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
+                            fact_token: str = "subject_last") -> torch.Tensor:
+    """Residual output ``Z`` (d_model, n) of block ``layer`` at each bare prompt's fact token."""
+    rows = [list(tok(r.text).input_ids) for r in requests]
+    index = [keys.subject_last_index(tok, r.prompt, r.subject, mode=fact_token) for r in requests]
+    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
+    with torch.no_grad(), hooks.Trace(models.block(model, layer), stop=True) as trace:
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+    out = trace.output
+    return out[torch.arange(len(rows), device=out.device), torch.tensor(index, device=out.device)].float().T
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"{what} contain NaN or inf; nothing was changed. Lower v_lr or "
+                             "check the model's dtype (fp16 overflow)")
