@@ -49,14 +49,13 @@ class _Chunk:
         self.capture = replay.Capture(model, layer).run(p.input_ids[sl, :width].to(device), mask)
         dev = self.capture.h.device
         self.lookup, self.labels = p.lookup[sl].to(dev), p.labels[sl, :width].to(dev)
-        self.lengths = mask.sum(1).to(dev)
         self.replay = None
 
     def use(self, kind: str) -> None:
         """Re-run the upper blocks by the ``"suffix"`` or ``"full"`` replay from now on."""
         if kind not in REPLAYS:
             raise OteseqError(f"unknown replay {kind!r}; use one of {REPLAYS}")
-        self.replay = (SuffixReplay(self.capture, self.lookup, self.labels, self.lengths)
+        self.replay = (SuffixReplay(self.capture, self.lookup, self.labels)
                        if kind == "suffix" else replay.FullReplay(self.capture, self.lookup))
 
     def z_init(self) -> torch.Tensor:

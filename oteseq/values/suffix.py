@@ -8,15 +8,20 @@ in the chunk). Every upper block attends over
 
 where prefix slot p holds the captured key/value of position p (allowed iff p < lookup_r; the
 others are zeroed, never NaN) and suffix slot s′ is allowed for query s iff s′ ≤ s. Suffix
-slots past a row's end are padding: causality keeps real queries from seeing them, and every
-query sees at least itself, so no attention row is empty. Position ids and rotary embeddings of
+slots past a row's last loss position are padding (zero input, and their MLPs are skipped):
+causality keeps needed queries from seeing them, and every query sees at least itself, so no
+attention row is empty. Position ids and rotary embeddings of
 the suffix are gathered from the captured ones at ``lookup_r + s``; the mask is built in the
 form the attention implementation expects (bool for sdpa, additive float for eager).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
+from .. import models
 from .replay import CACHE_NAMES, Capture, Unsupported, _run_blocks, _select
 
 
@@ -38,8 +43,7 @@ class _PrefixCache:
 class SuffixReplay:
     """The upper blocks on positions ``lookup … lookup+S−1`` of each row only (module doc)."""
 
-    def __init__(self, capture: Capture, lookup: torch.Tensor, labels: torch.Tensor,
-                 lengths: torch.Tensor):
+    def __init__(self, capture: Capture, lookup: torch.Tensor, labels: torch.Tensor):
         batch, width = labels.shape
         _check_model(capture.model, width)
         dev = lookup.device
@@ -50,10 +54,11 @@ class SuffixReplay:
         last = torch.maximum(torch.where(scored, cols, -1).max(1).values, lookup)
         self.capture, self.lookup = capture, lookup
         self.width = int((last - lookup).max()) + 1                      # S
-        position = lookup[:, None] + torch.arange(self.width, device=dev)  # (B, S)
-        self.index = position.clamp(max=width - 1)
+        steps = torch.arange(self.width, device=dev)
+        self.needed = steps < (last - lookup + 1)[:, None]  # (B, S): up to the last loss position
+        self.index = (lookup[:, None] + steps).clamp(max=width - 1)     # (B, S)
         h = capture.h.gather(1, self.index[..., None].expand(-1, -1, capture.h.shape[-1]))
-        self.h = torch.where((position < lengths[:, None])[..., None], h, 0)  # (B, S, d)
+        self.h = torch.where(self.needed[..., None], h, 0)                # (B, S, d)
         self.prefix = _prefix_kv(capture, lookup, int(lookup.max()), width)
         allowed = _allowed(lookup, int(lookup.max()), self.width)
         self.calls, self.cache_name = {}, {}
@@ -66,10 +71,41 @@ class SuffixReplay:
         h = self.h[rows]
         h = torch.cat([h[:, :1] + delta[owner].to(h.dtype)[:, None], h[:, 1:]], dim=1)
         cache = _PrefixCache({i: (k[rows], v[rows]) for i, (k, v) in self.prefix.items()})
-        batch = self.h.shape[0]
-        h = _run_blocks(self.capture.model, self.capture.upper, h, lambda j: {
-            **_select(self.calls[j], rows, batch), self.cache_name[j]: cache})
+        batch, model = self.h.shape[0], self.capture.model
+        with _packed_mlps(model, self.capture.upper, self.needed[rows]):
+            h = _run_blocks(model, self.capture.upper, h, lambda j: {
+                **_select(self.calls[j], rows, batch), self.cache_name[j]: cache})
         return h[pos_r, pos_c - self.lookup[rows][pos_r]]
+
+
+@contextmanager
+def _packed_mlps(model, blocks: list[int], needed: torch.Tensor) -> Iterator[None]:
+    """The MLPs of ``blocks`` run on the needed suffix tokens only; the others get 0.
+
+    The MLP is most of a block's cost and acts per token; a token past its row's last loss
+    position reaches no loss (causality), so its MLP output is never used.
+    """
+    where = needed.nonzero(as_tuple=True)
+
+    def pack(module, args):
+        if not (args and isinstance(args[0], torch.Tensor) and args[0].shape[:2] == needed.shape):
+            raise Unsupported("an MLP is called without the (rows, suffix, d) hidden states")
+        return (args[0][where], *args[1:])
+
+    def unpack(module, args, out):
+        if not isinstance(out, torch.Tensor):
+            raise Unsupported(f"an MLP returns {type(out).__name__}, not a tensor")
+        return out.new_zeros(*needed.shape, out.shape[-1]).index_put(where, out)
+
+    handles = []
+    try:
+        for j in blocks:
+            handles.append(models.mlp(model, j).register_forward_pre_hook(pack))
+            handles.append(models.mlp(model, j).register_forward_hook(unpack))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _check_model(model, width: int) -> None:
