@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from ..errors import RequestError, ShapeError
+from ..keys import right_padded
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,6 @@ def encode_pairs(tok, prompts: Sequence[str], continuations: Sequence[str]
                                "both must encode to at least one token")
         pairs.append((p_ids, c_ids))
     return pairs
-
-
-def right_padded(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``(ids, attention_mask)``, both (len(rows), max_len) long tensors."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1
-    return ids.to(device), mask.to(device)
 
 
 @torch.no_grad()

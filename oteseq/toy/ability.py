@@ -11,20 +11,9 @@ from typing import Collection, Hashable, Sequence
 
 import torch
 
+from ..keys import right_padded
 from .corpus import general_text
 from .world import World, world as make_world
-
-
-def _right_padded(rows: Sequence[Sequence[int]], pad_id: int,
-                  device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask, GPT-2 convention (left indices stay valid)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _device(model) -> torch.device:
@@ -42,7 +31,7 @@ def object_hits(model, tok, prompts: Sequence[str], objects: Sequence[str], *,
     for start in range(0, len(prompts), batch_size):
         p_ids = [tok(p)["input_ids"] for p in prompts[start:start + batch_size]]
         o_ids = [tok(" " + o)["input_ids"] for o in objects[start:start + batch_size]]
-        ids, mask = _right_padded([p + o[:-1] for p, o in zip(p_ids, o_ids)],
+        ids, mask = right_padded([p + o[:-1] for p, o in zip(p_ids, o_ids)],
                                   tok.pad_token_id, _device(model))
         pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).cpu()
         for row, (p, o) in enumerate(zip(p_ids, o_ids)):
@@ -57,7 +46,7 @@ def mean_nll(model, tok, texts: Sequence[str], *, batch_size: int = 64) -> float
     total, count = 0.0, 0
     for start in range(0, len(texts), batch_size):
         rows = [tok(t)["input_ids"] for t in texts[start:start + batch_size]]
-        ids, mask = _right_padded(rows, tok.pad_token_id, _device(model))
+        ids, mask = right_padded(rows, tok.pad_token_id, _device(model))
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:],
                                                 reduction="none")
