@@ -3,21 +3,25 @@
     python bench/editing.py            # full: 20 values requests, 20×100 toy edits, GPT-2-small shape
     python bench/editing.py --quick    # a few minutes on a laptop core
 
-1. values (full: 20 requests, ≤ 10 steps): the batched, prefix-cached optimisation (:func:`oteseq.values.compute_values`)
-   against MEMIT's one-request-at-a-time loop (:func:`oteseq.values.one_at_a_time`) on the same
-   model and requests — time ratio (target ≥ 5×) and the largest difference of z*.
+1. values (full: 20 requests, ≤ 10 steps; ``--values-requests``/``--values-steps`` to change):
+   the batched optimisation (:func:`oteseq.values.compute_values`) with the suffix replay, the
+   same with the full-position replay, and MEMIT's one-request-at-a-time loop
+   (:func:`oteseq.values.one_at_a_time`), on the same model, templates and requests — times,
+   ratios, and the largest difference of z* to the loop.
 2. end to end: sequential memit-seq edits on the toy model (full: 20 batches of 100), time per
    phase (stats, values, keys, solve); target ≤ 5 min for 2,000 edits on 2 cores.
 3. the same loop on a GPT-2-small-shaped model with random weights (12 blocks, d 768,
    d_ff 3072, vocab 50257; the toy tokenizer): edits/s and peak memory.
 
-Reading the ratio: per step the loop runs every block forward on a request's prompts and the
-blocks above the injection backward; the batched version runs only the blocks above the
-injection, forward and backward, for all requests at once. On a CPU, where one large GEMM is
-barely faster per FLOP than many small ones, the ratio is close to the FLOP ratio
-(n_layers + n_upper) / (2 · n_upper) — 1.5 for the toy model (3 of 6 blocks above layer 2).
-The gain of batching is on GPUs; a further FLOP cut would recompute only the positions from
-the subject's last token on, with the prefix's attention keys/values cached.
+Reading the ratios: per step the loop runs every block forward on a request's prompts and the
+blocks above the injection backward. The full-position replay runs only the blocks above the
+injection, forward and backward, for all requests at once — on a CPU, where one large GEMM is
+barely faster per FLOP than many small ones, close to the FLOP ratio
+(n_layers + n_upper) / (2 · n_upper), 1.5 for the toy model (3 of 6 blocks above layer 2).
+The suffix replay re-runs those blocks only on the positions from the subject's last token up
+to the last target token (≈ 3.4 of ≈ 15 per toy prompt; MLPs on exactly those, attention
+projections padded to the chunk's longest suffix), attending to cached prefix keys/values; the
+one full forward that captures the lower pass and the prefix is then a large part of its time.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 import transformers
 
 import oteseq
-from oteseq import stats, values
+from oteseq import editor_checks, stats, values
 from oteseq.editor import Editor
 from oteseq.methods import default_hparams
 from oteseq.requests import Request
@@ -45,28 +49,30 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench_values(n: int, steps: int) -> None:
+def bench_values(n: int, steps: int, loop: bool = True) -> None:
     model, tok = oteseq.load_model("toy")
     hp = default_hparams("toy", "memit-seq").replace(v_num_grad_steps=steps)
-    editor_templates = ["{}", *[t for t in _toy_templates(model, tok)][1:6]]
-    reqs = toy_requests(n)
-    t0 = time.perf_counter()
-    batched = values.compute_values(model, tok, reqs, hp.layers[-1], hp, templates=editor_templates)
-    t1 = time.perf_counter()
-    looped = values.one_at_a_time(model, tok, reqs, hp.layers[-1], hp, templates=editor_templates)
-    t2 = time.perf_counter()
-    print(f"[values] {n} requests, {steps} max steps, {len(editor_templates)} templates")
-    print(f"  batched + prefix-cached: {t1 - t0:8.2f} s   one at a time: {t2 - t1:8.2f} s   "
-          f"ratio {(t2 - t1) / (t1 - t0):5.1f}×")
-    print(f"  max |z*_batched − z*_looped| = {float((batched.z - looped.z).abs().max()):.2e}  "
-          f"(‖z*‖ ≈ {float(looped.z.norm(dim=0).mean()):.2f}); steps equal: "
-          f"{batched.steps.tolist() == looped.steps.tolist()}")
-
-
-def _toy_templates(model, tok):
-    from oteseq import keys
-    from oteseq.toy import context_prefixes
-    return keys.context_templates(model, tok, source=context_prefixes())
+    templates = editor_checks.templates(model, tok, hp, seed=0)  # what the Editor uses
+    reqs, layer, runs = toy_requests(n), hp.layers[-1], {}
+    for label, run in [
+            ("suffix replay", lambda: values.compute_values(
+                model, tok, reqs, layer, hp, templates=templates, replays=("suffix",))),
+            ("full-position replay", lambda: values.compute_values(
+                model, tok, reqs, layer, hp, templates=templates, replays=("full",))),
+            ("one at a time", lambda: values.one_at_a_time(
+                model, tok, reqs, layer, hp, templates=templates))][: 3 if loop else 2]:
+        t0 = time.perf_counter()
+        runs[label] = (run(), time.perf_counter() - t0)
+    print(f"[values] {n} requests, {steps} max steps, {len(templates)} templates, layer {layer}")
+    ref, t_ref = runs["one at a time" if loop else "full-position replay"]
+    _, t_suffix = runs["suffix replay"]
+    for label, (got, t) in runs.items():
+        print(f"  {label:21s} {t:8.2f} s   {t / t_suffix:5.2f}× the suffix replay's time   "
+              f"max |Δz*| {float((got.z - ref.z).abs().max()):.2e}   steps equal "
+              f"{got.steps.tolist() == ref.steps.tolist()}")
+    print(f"  (Δz* against {'the loop' if loop else 'the full-position replay'}; "
+          f"‖z*‖ ≈ {float(ref.z.norm(dim=0).mean()):.2f}; mean steps "
+          f"{float(ref.steps.float().mean()):.1f})")
 
 
 def run_sequential(model, tok, hp, reqs, batch: int, label: str, C0=None) -> None:
@@ -122,6 +128,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["values", "toy", "gpt2"], default=None)
     parser.add_argument("--toy-batches", type=int, default=20, help="batches of 100 toy edits")
+    parser.add_argument("--values-requests", type=int, default=None, help="values section size")
+    parser.add_argument("--values-steps", type=int, default=None,
+                        help="values section: max steps (default 10; 20 is the toy's)")
+    parser.add_argument("--no-loop", action="store_true",
+                        help="values section: skip the (slow) one-at-a-time loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     oteseq.setup(0)
@@ -129,7 +140,8 @@ def main() -> None:
             "toy": (2, 50, 10) if args.quick else (args.toy_batches, 100, None),
             "gpt2": (1, 10, 3) if args.quick else (20, 100, 20)}
     if args.only in (None, "values"):
-        bench_values(*plan["values"])
+        n, steps = plan["values"]
+        bench_values(args.values_requests or n, args.values_steps or steps, not args.no_loop)
     if args.only in (None, "toy"):
         bench_toy(*plan["toy"])
     if args.only in (None, "gpt2"):

@@ -176,8 +176,8 @@ def test_block_arguments_the_suffix_replay_does_not_know_are_refused():
     allowed = torch.ones(2, 1, 2, 5, dtype=torch.bool)
     known = {"attention_mask": None, "cache": object(), "use_cache": True,
              "position_ids": torch.arange(4)[None]}
-    out, cache_name = suffix._suffix_arguments(0, known, index, allowed, "sdpa")
-    assert cache_name == "cache" and out["position_ids"].tolist() == index.tolist()
+    out = suffix._suffix_arguments(0, known, index, allowed, "sdpa")
+    assert "cache" not in out and out["position_ids"].tolist() == index.tolist()
     assert out["attention_mask"] is allowed and out["use_cache"] is False
     for extra in ({"alibi": torch.zeros(2, 4)}, {"cache_position": torch.arange(4)},
                   {"attention_mask": torch.zeros(2, 1, 4, 4, dtype=torch.int64)}):
@@ -185,5 +185,3 @@ def test_block_arguments_the_suffix_replay_does_not_know_are_refused():
             suffix._suffix_arguments(0, {**known, **extra}, index, allowed, "sdpa")
     with pytest.raises(suffix.Unsupported):  # eager attention needs the captured float mask
         suffix._suffix_arguments(0, known, index, allowed, "eager")
-    with pytest.raises(suffix.Unsupported):
-        suffix._suffix_arguments(0, {**known, "cache": None}, index, allowed, "sdpa")

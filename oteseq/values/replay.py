@@ -4,7 +4,7 @@
 ``lookup``. Below that block nothing depends on δ, and — the model being causal — neither does
 any position before ``lookup`` in the blocks above it. One no-grad forward (:class:`Capture`)
 therefore keeps, once per chunk of prompts: block ``layer``'s output ``h`` (B, T, d), the
-arguments the model passed to each upper block, the attention keys/values every block cached,
+arguments the model passed to each upper block, the attention keys/values of the upper blocks,
 and the final norm's output (to check a replay against). A step then re-runs the upper blocks
 
 * :class:`FullReplay` — on all T positions, with the captured arguments (mask, positions);
@@ -51,21 +51,39 @@ def check(replayed: torch.Tensor, full: torch.Tensor) -> None:
                              f"forward by {err:.3g}")
 
 
+class _Recorder:
+    """Stands in for a transformers ``Cache`` during the capture: ``update`` keeps each layer's
+    keys/values (B, heads, T, head_dim) and returns them unchanged (there is no past)."""
+
+    def __init__(self):
+        self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.layers[layer_idx] = (keys, values)
+        return keys, values
+
+
 class Capture:
-    """One no-grad forward (``use_cache=True``) that keeps block ``layer``'s output ``h``, the
-    upper blocks' arguments by name, the cache they filled and the final norm's output."""
+    """One no-grad forward that keeps block ``layer``'s output ``h``, the upper blocks'
+    arguments by name, their attention keys/values and the final norm's output.
+
+    The keys/values are recorded by handing each upper block a :class:`_Recorder` under its
+    cache parameter (``cache_slot[j]``); the model itself runs without a cache.
+    """
 
     def __init__(self, model, layer: int):
         self.model, self.layer = model, layer
         self.upper = list(range(layer + 1, models.n_layers(model)))
         self.h: torch.Tensor | None = None
         self.calls: dict[int, dict] = {}
+        self.cache_slot: dict[int, str] = {}
+        self.kv = _Recorder()
         self.normed: torch.Tensor | None = None
 
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> "Capture":
         with torch.no_grad(), self.hooks():
             try:
-                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             except hooks.StopForward:
                 pass
         return self
@@ -88,32 +106,30 @@ class Capture:
 
     def _keeper(self, j: int):
         def keep(module, args, kwargs):
-            self.calls[j] = _named_arguments(module, args, kwargs)
+            hidden, named = _named_arguments(module, args, kwargs)
+            self.calls[j] = named
+            slot = next((n for n in CACHE_NAMES
+                         if n in inspect.signature(module.forward).parameters), None)
+            if slot is None:
+                return None
+            self.cache_slot[j] = slot
+            return (hidden,), {**named, slot: self.kv}
         return keep
 
     def _keep_norm(self, module, args, output):
         self.normed = output.detach()
         raise hooks.StopForward  # the capture pass needs no logits
 
-    def cache(self):
-        """The key/value cache the upper blocks were given (None if they got none)."""
-        for named in self.calls.values():
-            for name in CACHE_NAMES:
-                if named.get(name) is not None:
-                    return named[name]
-        return None
 
 
-def _named_arguments(module, args: tuple, kwargs: dict) -> dict:
-    """A block's call as {parameter name: value}, **kwargs flattened, hidden states dropped."""
+def _named_arguments(module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+    """A block's call as (hidden states, {parameter name: value}), **kwargs flattened."""
     bound = inspect.signature(module.forward).bind(*args, **kwargs)
     named = {}
     for name, value in bound.arguments.items():
         kind = bound.signature.parameters[name].kind
         named.update(value if kind is inspect.Parameter.VAR_KEYWORD else {name: value})
-    first = next(iter(bound.signature.parameters))
-    named.pop(first)
-    return named
+    return named.pop(next(iter(bound.signature.parameters))), named
 
 
 def _select(obj, rows: torch.Tensor, batch: int):

@@ -61,10 +61,11 @@ class SuffixReplay:
         self.h = torch.where(self.needed[..., None], h, 0)                # (B, S, d)
         self.prefix = _prefix_kv(capture, lookup, int(lookup.max()), width)
         allowed = _allowed(lookup, int(lookup.max()), self.width)
-        self.calls, self.cache_name = {}, {}
+        impl, self.calls = capture.model.config._attn_implementation, {}
         for j, named in capture.calls.items():
-            self.calls[j], self.cache_name[j] = _suffix_arguments(
-                j, named, self.index, allowed, capture.model.config._attn_implementation)
+            if j not in capture.cache_slot:
+                raise Unsupported(f"block {j} takes no key/value cache")
+            self.calls[j] = _suffix_arguments(j, named, self.index, allowed, impl)
 
     def __call__(self, rows, owner, delta, pos_r, pos_c) -> torch.Tensor:
         """Hidden states (before the final norm) at the loss positions, (len(pos_r), d)."""
@@ -74,7 +75,7 @@ class SuffixReplay:
         batch, model = self.h.shape[0], self.capture.model
         with _packed_mlps(model, self.capture.upper, self.needed[rows]):
             h = _run_blocks(model, self.capture.upper, h, lambda j: {
-                **_select(self.calls[j], rows, batch), self.cache_name[j]: cache})
+                **_select(self.calls[j], rows, batch), self.capture.cache_slot[j]: cache})
         return h[pos_r, pos_c - self.lookup[rows][pos_r]]
 
 
@@ -119,19 +120,17 @@ def _check_model(model, width: int) -> None:
 
 
 def _prefix_kv(capture: Capture, lookup: torch.Tensor, prefix: int, width: int) -> dict:
-    """{layer: (keys, values)} of the upper blocks at positions < L, zero where p ≥ lookup_r."""
-    layers = getattr(capture.cache(), "layers", None)
-    if layers is None and capture.upper:
-        raise Unsupported("the upper blocks were given no key/value cache with layers")
+    """{layer: (keys, values)} recorded by the capture at positions < L, zero where p ≥ lookup_r."""
     keep = (torch.arange(prefix, device=lookup.device) < lookup[:, None])[:, None, :, None]
+    if len(capture.kv.layers) != len(capture.upper):
+        raise Unsupported(f"{len(capture.kv.layers)} attention layers recorded keys/values "
+                          f"for {len(capture.upper)} upper blocks")
     out = {}
-    for j in capture.upper:
-        k, v = (getattr(layers[j], name, None) if j < len(layers) else None
-                for name in ("keys", "values"))
-        if not (isinstance(k, torch.Tensor) and k.ndim == 4 and k.shape[-2] == width
-                and k.shape[0] == len(lookup)):
-            raise Unsupported(f"the cache of layer {j} does not hold one key per position")
-        out[j] = tuple(torch.where(keep.to(x.device), x[:, :, :prefix], 0) for x in (k, v))
+    for idx, (k, v) in capture.kv.layers.items():
+        if not (k.ndim == 4 and k.shape[-2] == width and k.shape[0] == len(lookup)):
+            raise Unsupported(f"the keys of layer {idx} have shape {tuple(k.shape)}, not "
+                              f"(batch, heads, {width}, head_dim)")
+        out[idx] = tuple(torch.where(keep.to(x.device), x[:, :, :prefix], 0) for x in (k, v))
     return out
 
 
@@ -163,14 +162,14 @@ def _time_gather(x: torch.Tensor, index: torch.Tensor, name: str) -> torch.Tenso
     return x[torch.arange(batch, device=index.device)[:, None], index.to(x.device)]
 
 
-def _suffix_arguments(j: int, named: dict, index, allowed, impl: str) -> tuple[dict, str]:
-    """Block j's captured arguments rewritten for the suffix; the name its cache goes under."""
-    out, cache_name = {}, None
+def _suffix_arguments(j: int, named: dict, index, allowed, impl: str) -> dict:
+    """Block j's captured arguments rewritten for the suffix (its cache is added per step)."""
+    out = {}
     if "attention_mask" not in named:
         raise Unsupported(f"block {j} takes no attention_mask")
     for name, value in named.items():
-        if name in CACHE_NAMES and value is not None:
-            cache_name = name
+        if name in CACHE_NAMES:
+            continue
         elif name == "attention_mask":
             out[name] = _mask_like(value, allowed, impl)
         elif name == "position_ids" and isinstance(value, torch.Tensor):
@@ -184,9 +183,7 @@ def _suffix_arguments(j: int, named: dict, index, allowed, impl: str) -> tuple[d
                               f"cannot rebuild")
         else:
             out[name] = value
-    if cache_name is None:
-        raise Unsupported(f"block {j} was given no key/value cache")
-    return out, cache_name
+    return out
 
 
 def _has_tensor(value) -> bool:
