@@ -1,6 +1,6 @@
 """Editing benchmarks (prints numbers and ratios; not a test).
 
-    python bench/editing.py            # full: 20 values requests, 20×100 toy edits, GPT-2-small shape
+    python bench/editing.py            # full: 20 values requests, 20×100 toy edits, GPT-2 small
     python bench/editing.py --quick    # a few minutes on a laptop core
 
 1. values (full: 20 requests, ≤ 10 steps; ``--values-requests``/``--values-steps`` to change):

@@ -4,7 +4,7 @@ Rows of a batch: for request ``r``, one rewriting prompt per context template (t
 prompt, then the target's tokens but the last) and the KL prompt ``"{subject} is a"``; request r
 owns rows ``[r·m, r·m+m)``. Loss (MEMIT ``compute_z``, editing-anchors §3), per request:
 
-    mean_p NLL(target | prompt_p)  +  kl_factor · KL(p_δ ‖ p_0)  +  v_weight_decay · ‖δ‖ / ‖z_init‖².
+    mean_p NLL(target | prompt_p) + kl_factor · KL(p_δ ‖ p_0) + v_weight_decay · ‖δ‖ / ‖z_init‖².
 """
 from __future__ import annotations
 

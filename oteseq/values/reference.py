@@ -38,8 +38,8 @@ def _one(model, tok, req: Request, layer: int, hp, templates):
     def inject(output):
         h = output[0] if isinstance(output, tuple) else output
         state.setdefault("z_init", h[0, p.lookup[0]].detach().float().clone())
-        h = h.index_put((torch.arange(m, device=h.device), p.lookup.to(h.device)), delta.to(h.dtype).expand(m, -1),
-                        accumulate=True)
+        where = (torch.arange(m, device=h.device), p.lookup.to(h.device))
+        h = h.index_put(where, delta.to(h.dtype).expand(m, -1), accumulate=True)
         return (h, *output[1:]) if isinstance(output, tuple) else h
 
     opt, steps = torch.optim.Adam([delta], lr=hp.v_lr), 0  # MEMIT's optimiser

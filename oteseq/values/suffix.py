@@ -120,7 +120,7 @@ def _check_model(model, width: int) -> None:
 
 
 def _prefix_kv(capture: Capture, lookup: torch.Tensor, prefix: int, width: int) -> dict:
-    """{layer: (keys, values)} recorded by the capture at positions < L, zero where p ≥ lookup_r."""
+    """{layer: (keys, values)} recorded by the capture at positions < L, 0 where p ≥ lookup_r."""
     keep = (torch.arange(prefix, device=lookup.device) < lookup[:, None])[:, None, :, None]
     if len(capture.kv.layers) != len(capture.upper):
         raise Unsupported(f"{len(capture.kv.layers)} attention layers recorded keys/values "
