@@ -52,7 +52,7 @@ def count_suffix_calls(monkeypatch) -> list[int]:
 
 def assert_same_values(got, ref):
     assert got.steps.tolist() == ref.steps.tolist()
-    torch.testing.assert_close(got.z_init, ref.z_init, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.z_init, ref.z_init, rtol=1e-5, atol=1e-5)  # batch shapes differ
     torch.testing.assert_close(got.z, ref.z, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got.loss, ref.loss, rtol=1e-4, atol=1e-4)
 

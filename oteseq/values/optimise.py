@@ -24,6 +24,7 @@ from .suffix import SuffixReplay
 
 log = logging.getLogger("oteseq.values")
 REPLAYS = ("suffix", "full")  # tried in this order; then the one-at-a-time loop
+CAPTURE_GROUPS = 4  # forwards per chunk for the suffix replay's capture (rows sorted by length)
 
 
 @dataclass(frozen=True)
@@ -41,22 +42,29 @@ class _Chunk:
 
     def __init__(self, model, layer: int, p: Prompts, first: int, count: int):
         m = p.per_request
-        self.first, self.count, self.m = first, count, m
+        self.model, self.layer, self.first, self.count, self.m = model, layer, first, count, m
         sl = slice(first * m, (first + count) * m)
         device = models.input_device(model)
         width = int(p.attention_mask[sl].sum(1).max())
-        mask = p.attention_mask[sl, :width].to(device)
-        self.capture = replay.Capture(model, layer).run(p.input_ids[sl, :width].to(device), mask)
-        dev = self.capture.h.device
-        self.lookup, self.labels = p.lookup[sl].to(dev), p.labels[sl, :width].to(dev)
-        self.replay = None
+        self.ids = p.input_ids[sl, :width].to(device)
+        self.mask = p.attention_mask[sl, :width].to(device)
+        self.lookup, self.labels = p.lookup[sl], p.labels[sl, :width]
+        self.capture, self.replay = None, None
 
     def use(self, kind: str) -> None:
-        """Re-run the upper blocks by the ``"suffix"`` or ``"full"`` replay from now on."""
+        """Capture the lower pass and re-run the upper blocks by the ``"suffix"`` replay (the
+        capture run in groups of rows of similar length) or the ``"full"`` one from now on."""
         if kind not in REPLAYS:
             raise OteseqError(f"unknown replay {kind!r}; use one of {REPLAYS}")
-        self.replay = (SuffixReplay(self.capture, self.lookup, self.labels)
-                       if kind == "suffix" else replay.FullReplay(self.capture, self.lookup))
+        if kind == "suffix":
+            self.capture = replay.Capture.by_length(self.model, self.layer, self.ids, self.mask,
+                                                    CAPTURE_GROUPS)
+        else:
+            self.capture = replay.Capture(self.model, self.layer).run(self.ids, self.mask)
+        dev = self.capture.h.device
+        self.lookup, self.labels = self.lookup.to(dev), self.labels.to(dev)
+        self.replay = (SuffixReplay(self.capture, self.lookup, self.labels) if kind == "suffix"
+                       else replay.FullReplay(self.capture, self.lookup))
 
     def z_init(self) -> torch.Tensor:
         """(count, d_model) block output at the bare prompt (row 0 of each request)."""

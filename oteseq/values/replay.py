@@ -89,6 +89,31 @@ class Capture:
                 pass
         return self
 
+    @classmethod
+    def by_length(cls, model, layer: int, input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor, groups: int) -> "Capture":
+        """The capture of all rows, run as ``groups`` forwards of rows of similar length (less
+        padding) and merged: h, normed and keys/values zero-padded to the full width.
+
+        ``calls`` are those of the longest group, so only batch-free position arguments carry
+        over (the suffix replay refuses the others); the full replay needs :meth:`run`.
+        """
+        lengths = attention_mask.sum(1)
+        parts = []
+        for rows in torch.argsort(lengths, stable=True).tensor_split(groups):
+            if len(rows):
+                width = int(lengths[rows].max())
+                parts.append((rows, cls(model, layer).run(input_ids[rows, :width],
+                                                          attention_mask[rows, :width])))
+        merged, shape = cls(model, layer), input_ids.shape
+        merged.h = _merge([(rows, c.h) for rows, c in parts], shape, 1)
+        merged.normed = _merge([(rows, c.normed) for rows, c in parts], shape, 1)
+        merged.kv.layers = {idx: tuple(_merge([(rows, c.kv.layers[idx][i]) for rows, c in parts],
+                                              shape, 2) for i in (0, 1))
+                            for idx in parts[-1][1].kv.layers}
+        merged.calls, merged.cache_slot = parts[-1][1].calls, parts[-1][1].cache_slot
+        return merged
+
     @contextmanager
     def hooks(self) -> Iterator[None]:
         handles = [models.block(self.model, self.layer).register_forward_hook(self._keep_h)]
@@ -121,6 +146,17 @@ class Capture:
         self.normed = output.detach()
         raise hooks.StopForward  # the capture pass needs no logits
 
+
+
+def _merge(parts: list[tuple[torch.Tensor, torch.Tensor]], shape, time_dim: int) -> torch.Tensor:
+    """Rows ``rows`` of a (B, T, …) tensor from parts (rows, x) of narrower time, 0 elsewhere."""
+    x = parts[-1][1]
+    size = list(x.shape)
+    size[0], size[time_dim] = shape[0], shape[1]
+    out = x.new_zeros(size)
+    for rows, part in parts:
+        out.narrow(time_dim, 0, part.shape[time_dim])[rows.to(out.device)] = part
+    return out
 
 
 def _named_arguments(module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
