@@ -20,8 +20,13 @@ barely faster per FLOP than many small ones, close to the FLOP ratio
 (n_layers + n_upper) / (2 · n_upper), 1.5 for the toy model (3 of 6 blocks above layer 2).
 The suffix replay re-runs those blocks only on the positions from the subject's last token up
 to the last target token (≈ 3.4 of ≈ 15 per toy prompt; MLPs on exactly those, attention
-projections padded to the chunk's longest suffix), attending to cached prefix keys/values; the
-one full forward that captures the lower pass and the prefix is then a large part of its time.
+padded to the chunk's longest suffix), attending to cached prefix keys/values; the capture
+forward (once per batch, rows grouped by length) is then about a third of its time.
+
+Threads: on a 2-core machine shared with another CPU-bound process, ``--threads 2`` made the
+values section ≈ 25× slower than ``--threads 1`` (measured: suffix replay 19.0 s vs 0.70 s,
+full-position replay 15.4 s vs 2.2 s, 20 requests) — many small ops, each waiting for a
+descheduled thread. Use ``--threads 1`` unless the machine is otherwise idle.
 """
 from __future__ import annotations
 
