@@ -52,7 +52,8 @@ def _one(model, tok, req: Request, layer: int, hp, templates):
             tok_logp = logp[: m - 1].gather(2, tgt.clamp(min=0)[..., None])[..., 0]
             nll = (-(tok_logp * (tgt != -100)).sum(1) / (tgt != -100).sum(1)).mean()
             kl_logp = logp[m - 1, p.lookup[m - 1]][None]
-            kl_init = kl_logp.detach().clone() if it == 0 else kl_init
+            if it == 0:
+                kl_init = kl_logp.detach().clone()
             kl = torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True,
                                             reduction="batchmean")
             z_norm = state["z_init"].norm()
