@@ -13,6 +13,7 @@ import oteseq
 from oteseq import models, values
 from oteseq.values import replay, suffix
 from oteseq.editor import block_output_at_subject
+from oteseq.errors import OptionError
 from oteseq.methods import Hparams
 from oteseq.requests import Request
 
@@ -185,3 +186,10 @@ def test_block_arguments_the_suffix_replay_does_not_know_are_refused():
             suffix._suffix_arguments(0, {**known, **extra}, index, allowed, "sdpa")
     with pytest.raises(suffix.Unsupported):  # eager attention needs the captured float mask
         suffix._suffix_arguments(0, known, index, allowed, "eager")
+
+
+def test_an_unknown_replay_is_an_option_error():
+    model, tok = tiny_model("gpt2")
+    with pytest.raises(OptionError, match="unknown replay 'fast'"):
+        values.compute_values(model, tok, REQUESTS[:1], 1, hp(2), templates=TEMPLATES,
+                              replays=("fast",))

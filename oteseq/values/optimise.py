@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from .. import models
-from ..errors import OteseqError
+from ..errors import OptionError
 from ..requests import Request
 from . import prompts, replay
 from .prompts import Prompts, build_prompts, request_losses
@@ -55,7 +55,7 @@ class _Chunk:
         """Capture the lower pass and re-run the upper blocks by the ``"suffix"`` replay (the
         capture run in groups of rows of similar length) or the ``"full"`` one from now on."""
         if kind not in REPLAYS:
-            raise OteseqError(f"unknown replay {kind!r}; use one of {REPLAYS}")
+            raise OptionError(f"unknown replay {kind!r}; use one of {REPLAYS}")
         if kind == "suffix":
             self.capture = replay.Capture.by_length(self.model, self.layer, self.ids, self.mask,
                                                     CAPTURE_GROUPS)
