@@ -158,7 +158,7 @@ def _reproduce():
     return sys.modules["reproduce"]
 
 
-@pytest.mark.parametrize("scale", ["ci"])
+@pytest.mark.parametrize("scale", ["ci", "paper"])
 def test_committed_table_matches_current_defaults(scale):
     """When defaults change, rerun `python bench/reproduce.py --scale <scale>`."""
     reproduce = _reproduce()
