@@ -89,6 +89,9 @@ def test_config_essentials():
     assert sphinx["nb_execution_raise_on_error"] is True
     assert sphinx["exercise_style"] == "solution_follow_exercise"
     assert "sphinx_exercise" in config["sphinx"]["extra_extensions"]
+    # Markdown outputs (the results tables of chapter 8) are parsed as commonmark unless told:
+    # commonmark has no tables, and the rendered page showed raw pipes.
+    assert sphinx["nb_render_markdown_format"] == "myst"
 
 
 def test_citations_exist_in_the_bibliography():
