@@ -65,6 +65,9 @@ class _Chunk:
         self.lookup, self.labels = self.lookup.to(dev), self.labels.to(dev)
         self.replay = (SuffixReplay(self.capture, self.lookup, self.labels) if kind == "suffix"
                        else replay.FullReplay(self.capture, self.lookup))
+        # the recorded full-width keys/values are dead now: the suffix replay holds its own
+        # prefix copies and the full replay runs without a cache; free them for the whole loop
+        self.capture.kv.layers.clear()
 
     def z_init(self) -> torch.Tensor:
         """(count, d_model) block output at the bare prompt (row 0 of each request)."""
