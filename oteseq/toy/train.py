@@ -28,31 +28,40 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines the shipped model. Defaults = the shipped recipe."""
+    """Everything that determines a toy model. Defaults = the v2 recipe (``model_v2/``);
+    :data:`V1` is the recipe of the first toy model (``model/``)."""
 
     seed: int = 0                     # world, tokenizer data, init and batches
-    n_subjects: int = 1000            # people in the world (x 6 relations = facts)
+    n_subjects: int = 5000            # people in the world (x 6 relations = facts)
     vocab_size: int = 2048            # byte-level BPE entries
-    n_layer: int = 6                  # depth: middle layers are the edited ones
-    n_embd: int = 128                 # residual width d_model
-    n_head: int = 4
-    n_inner: int = 1024               # MLP width = d_in of the edited c_proj
-    n_positions: int = 128
+    n_layer: int = 6                  # depth: early-middle layers are the edited ones
+    n_embd: int = 256                 # residual width d_model
+    n_head: int = 8
+    n_inner: int = 2048               # MLP width = d_in of the edited c_proj
+    n_positions: int = 512            # context: real-schema records fit
     seq_len: int = 64                 # tokens per training row
-    batch_size: int = 32              # rows per step
-    steps: int = 3200
-    lr: float = 2e-3                  # AdamW peak learning rate
-    warmup: int = 100                 # linear warm-up steps, then cosine to lr * final_lr_frac
+    batch_size: int = 64              # rows per step
+    steps: int = 3300
+    lr: float = 2e-3                # AdamW peak learning rate
+    warmup: int = 200                 # linear warm-up steps, then cosine to lr * final_lr_frac
     final_lr_frac: float = 0.05
     weight_decay: float = 0.01
     object_weight: float = 3.0        # loss weight of object tokens relative to other tokens
     mix: dict = field(default_factory=lambda: {  # share of sentences of each kind
-        "canonical": 0.25, "paraphrase": 0.3, "question": 0.25, "nq": 0.05, "general": 0.15})
+        "canonical": 0.27, "paraphrase": 0.3, "question": 0.28, "nq": 0.05, "general": 0.10})
     n_general: int = 20000            # general-text paragraphs (training split)
     threads: int = 2
+    autocast_bf16: bool = True        # bfloat16 matmuls (fp32 weights and optimizer state)
     eval_every: int = 200             # steps between recall checks on a fixed sample
     eval_facts: int = 300
     checkpoint: bool = True           # also save to out_dir at every recall check
+
+
+# The first toy model (``oteseq/toy/model``): 1,000 people, 6 x 128 x 1024, 128 positions.
+V1 = TrainConfig(n_subjects=1000, n_embd=128, n_head=4, n_inner=1024, n_positions=128,
+                 batch_size=32, steps=3200, lr=2e-3, warmup=100, autocast_bf16=False,
+                 mix={"canonical": 0.25, "paraphrase": 0.3, "question": 0.25, "nq": 0.05,
+                      "general": 0.15})
 
 
 def _ids(tok, texts: list[str]) -> list[list[int]]:
@@ -126,7 +135,7 @@ def make_model(cfg: TrainConfig, tok):
 
 def _step_loss(model, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted next-token cross-entropy of one batch."""
-    logits = model(input_ids=ids).logits[:, :-1]
+    logits = model(input_ids=ids).logits[:, :-1].float()
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
     w = weights[:, 1:]
     return (nll * w).sum() / w.sum()
@@ -176,7 +185,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, progress: bool
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         ids, weights = sample_batch(rng, pools, cfg)
-        loss = _step_loss(model, ids, weights)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
+            loss = _step_loss(model, ids, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -248,4 +258,4 @@ def _plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["TrainConfig", "build_pools", "make_model", "sample_batch", "save", "train"]
+__all__ = ["V1", "TrainConfig", "build_pools", "make_model", "sample_batch", "save", "train"]
