@@ -7,7 +7,6 @@ padding.
 """
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from .errors import DeviceDtypeError, OfflineError
@@ -15,13 +14,27 @@ from .errors import DeviceDtypeError, OfflineError
 TOY = "toy"
 
 
-def toy_model_dir() -> Path:
-    """The folder holding the shipped toy model (config, safetensors, tokenizer, report)."""
-    return Path(str(resources.files("oteseq.toy") / "model"))
+def toy_model_dir(name: str = TOY) -> Path:
+    """The folder holding a shipped toy model (config, safetensors, tokenizer, reports).
+
+    ``"toy"`` is the default version; ``"toy-v1"`` and ``"toy-v2"`` name one.
+    """
+    from .toy.versions import toy_model
+
+    return toy_model(name).path
+
+
+def toy_name(model_or_name) -> str | None:
+    """``"toy-v1"`` / ``"toy-v2"`` when ``model_or_name`` is a packaged toy model, else None."""
+    from .toy.versions import find
+
+    version = find(model_or_name)
+    return None if version is None else version.name
 
 
 def load_model(name_or_path: str = TOY, *, device=None, dtype=None):
-    """``(model, tok)`` in eval mode; ``"toy"`` is the packaged toy-world GPT-2 (float32).
+    """``(model, tok)`` in eval mode; ``"toy"`` is the packaged toy-world GPT-2 (float32),
+    ``"toy-v1"`` / ``"toy-v2"`` a named version of it.
 
     ``device`` (e.g. ``"cuda"``) and ``dtype`` (e.g. ``torch.float16``) are applied after
     loading; the toy weights are stored in float16 and loaded as float32 unless ``dtype`` says
@@ -29,8 +42,11 @@ def load_model(name_or_path: str = TOY, *, device=None, dtype=None):
     """
     import torch
 
-    source = toy_model_dir() if name_or_path == TOY else name_or_path
-    if name_or_path == TOY and not (source / "model.safetensors").is_file():
+    from .toy.versions import NAMES
+
+    packaged = isinstance(name_or_path, str) and name_or_path in NAMES
+    source = toy_model_dir(name_or_path) if packaged else name_or_path
+    if packaged and not (source / "model.safetensors").is_file():
         raise OfflineError(f"the toy model files are missing from {source}; reinstall oteseq "
                            "or rebuild them with `python -m oteseq.toy train`")
     dtype = torch.float32 if dtype is None else dtype
@@ -73,4 +89,4 @@ def _model(source, name: str, dtype):
         raise _offline_error(name, err) from err
 
 
-__all__ = ["TOY", "load_model", "toy_model_dir"]
+__all__ = ["TOY", "load_model", "toy_model_dir", "toy_name"]

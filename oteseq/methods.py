@@ -147,19 +147,6 @@ _ALIASES = {"eleutherai/gpt-j-6b": "gpt-j-6b", "gpt-j": "gpt-j-6b",
             "meta-llama-3-8b-instruct": "meta-llama-3-8b", "llama-3-8b": "meta-llama-3-8b",
             "openai-community/gpt2": "gpt2", "openai-community/gpt2-medium": "gpt2-medium",
             "openai-community/gpt2-large": "gpt2-large", "openai-community/gpt2-xl": "gpt2-xl"}
-# The toy model (6 blocks, d_ff 1024): layers 1–2, where the residual is reached (fraction
-# ≈ 1.0 at lam 10…2000 on 20 edits); clamp 4 since 0.75 leaves the value loss at ≈ 1.6
-# (efficacy 0.7 vs 0.9 on 20 edits); 5 of the toy world's fixed prefixes (MEMIT's count).
-_TOY = dict(layers=(1, 2), lam=2000.0, clamp_norm_factor=4.0, mom2_corpus="toy",
-            mom2_n_samples=5000, template_source="toy")
-# AlphaEdit's ridge 10 is sized for the reference models' keys; the toy keys are small
-# (‖k‖² ≈ 30–55, trace of C0), so 10 shrinks every update. Sweep on 100 toy edits in 4 batches
-# of 25 (threshold 2e-2): ridge 10 / 1 / 0.1 → efficacy 26 / 88 / 85 %, score 35.8 / 86.8 /
-# 85.3, recall of untouched facts 90 / 63 / 49 %. A tighter threshold (1e-3) with ridge 1
-# gives efficacy 31 %: the toy keys lie mostly outside C0's near-null space.
-_TOY_ALPHAEDIT_RIDGE = 1.0
-
-
 def model_key(model_or_name) -> str:
     """The lower-case name used to look up defaults: a hub id's last part, ``"toy"``..."""
     name = model_or_name if isinstance(model_or_name, str) else str(
@@ -169,12 +156,9 @@ def model_key(model_or_name) -> str:
     return _ALIASES.get(name.rsplit("/", 1)[-1], name.rsplit("/", 1)[-1])
 
 
-def _is_toy(model_or_name) -> bool:
-    if isinstance(model_or_name, str):
-        return model_or_name == "toy"
-    from .loading import toy_model_dir
-    path = str(getattr(model_or_name.config, "name_or_path", "") or "")
-    return path == "toy" or path.rstrip("/") == str(toy_model_dir())
+def _toy(model_or_name):
+    from .toy.versions import find
+    return find(model_or_name)
 
 
 def _generic(model) -> dict:
@@ -189,16 +173,16 @@ def default_hparams(model_or_name, method_name: str = "memit-seq") -> Hparams:
     """Hyperparameters for a model (object or name) and a method.
 
     GPT-2 XL, GPT-J-6B, Llama-3-8B: the reference values (editing-anchors §5). gpt2 /
-    gpt2-medium / gpt2-large: chosen (see ``_CHOSEN``). The toy model: layers 1–2 of its
-    6 blocks, lam 2000, clamp 4, chosen on toy edits (see ``_TOY``). Other models: the XL band
-    of layers scaled to the depth. Method changes: AlphaEdit ridge 10 (1 on the toy model, see
-    ``_TOY_ALPHAEDIT_RIDGE``); ``_err`` ridge 1 (the reference's +I); ROME one layer (the reference's), clamp 4 (3 for gpt2-medium) and 21
+    gpt2-medium / gpt2-large: chosen (see ``_CHOSEN``). The packaged toy models: their own
+    defaults (``oteseq.toy.versions``). Other models: the XL band of layers scaled to the
+    depth. Method changes: AlphaEdit ridge 10 (the toy models' own ridge); ``_err`` ridge 1 (the reference's +I); ROME one layer (the reference's), clamp 4 (3 for gpt2-medium) and 21
     templates.
     """
     m = method(method_name)
-    key = "toy" if _is_toy(model_or_name) else model_key(model_or_name)
-    if key == "toy":
-        base = dict(_TOY)
+    toy = _toy(model_or_name)
+    key = "toy" if toy is not None else model_key(model_or_name)
+    if toy is not None:
+        base = dict(toy.hparams)
     elif key in _REFERENCE or key in _CHOSEN:
         base = dict(_REFERENCE.get(key) or _CHOSEN[key])
     elif not isinstance(model_or_name, str):
@@ -208,7 +192,7 @@ def default_hparams(model_or_name, method_name: str = "memit-seq") -> Hparams:
                           f"{sorted([*_REFERENCE, *_CHOSEN, 'toy'])}. Pass the model object "
                           "(layers are then scaled to its depth) or Hparams(...) yourself")
     if m.projection:
-        base["ridge"] = _TOY_ALPHAEDIT_RIDGE if key == "toy" else 10.0
+        base["ridge"] = toy.alphaedit_ridge if toy is not None else 10.0
     if m.error_feedback:
         base["ridge"] = 1.0
     if m.one_by_one:

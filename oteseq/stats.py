@@ -88,13 +88,14 @@ def _load_hf(name: str, n_samples: int, seed: int) -> Iterator[str]:
 
 
 def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
-                   seed: int = 0) -> tuple[str, int | None, Callable[[], list[str]]]:
+                   seed: int = 0, *, world=None) -> tuple[str, int | None, Callable[[], list[str]]]:
     """``(corpus id, n_samples, load)``; ``load()`` gives the texts (called on a cache miss).
 
     Named corpora: ``"toy"`` (``oteseq.toy.preservation_text``: general text and fact
     statements, as Wikipedia mixes both), ``"wikitext"``,
     ``"wikipedia"``. Any iterable of strings is used as is (its first ``n_samples`` texts);
-    its id is a hash of the texts, so it is cached too.
+    its id is a hash of the texts, so it is cached too. ``world``: the toy world whose facts
+    ``"toy"`` states (default ``oteseq.toy.world(0)``).
     """
     if isinstance(corpus, str):
         if corpus not in DEFAULT_SAMPLES:
@@ -104,7 +105,9 @@ def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
         if corpus == "toy":
             from .toy import preservation_text
 
-            return f"toy-preserve-seed{seed}", n, lambda: preservation_text(n, seed)
+            size = "" if world is None else f"-people{len(world.subjects)}"
+            return (f"toy-preserve-seed{seed}{size}", n,
+                    lambda: preservation_text(n, seed, world=world))
         return f"{corpus}-{_HF_CORPORA[corpus][1]}-seed{seed}", n, lambda: _load_hf(corpus, n, seed)
     texts = list(itertools.islice(corpus, n_samples) if n_samples is not None else corpus)
     if not all(isinstance(text, str) for text in texts):
@@ -229,6 +232,14 @@ def _cache_key(model, tok, name: str, corpus_id: str, n_samples: int, cap: int) 
             "tokenizer": f"{type(tok).__name__}-{len(tok)}"}
 
 
+def _toy_world(model):
+    """The world of a packaged toy model other than the first one (whose world is the default)."""
+    from .toy.versions import find
+
+    version = find(model)
+    return None if version is None or version.name == "toy-v1" else version.world()
+
+
 def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[str] = "toy",
                    n_samples: int | None = None, max_tokens_per_seq: int = 256,
                    batch_tokens: int = 8192, seed: int = 0,
@@ -244,7 +255,7 @@ def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[
     names = {layer: models.edited_name(model, layer) for layer in layers}
     if not names:
         raise ValueError("layers is empty; name the layers whose edited matrices need C0")
-    corpus_id, n, load = resolve_corpus(corpus, n_samples, seed)
+    corpus_id, n, load = resolve_corpus(corpus, n_samples, seed, world=_toy_world(model))
     cap = _token_cap(model, max_tokens_per_seq)
     root, fingerprint = cache_root(cache_dir), models.model_fingerprint(model)
     cache_keys = {layer: _cache_key(model, tok, name, corpus_id, n, cap)

@@ -38,17 +38,19 @@ def _requests(records: Sequence[Mapping[str, Any]], evaluate: str) -> list[Reque
 
 
 def is_toy(model) -> bool:
-    """Whether ``model`` is the packaged toy-world model."""
-    from ..loading import toy_model_dir
-    path = str(getattr(model.config, "name_or_path", "") or "").rstrip("/")
-    return path == "toy" or path == str(toy_model_dir())
+    """Whether ``model`` is one of the packaged toy-world models."""
+    from ..loading import toy_name
+    return toy_name(model) is not None
 
 
 def _general(model, tok, exclude) -> dict:
     """General ability: the toy suite (untouched facts, text NLL) or the GLUE-style suite."""
     if is_toy(model):
         from ..toy import general_ability
-        return general_ability(model, tok, exclude=exclude)
+        from ..toy.versions import find
+        version = find(model)
+        return general_ability(model, tok, exclude=exclude, world=version.world(),
+                               untouched=version.untouched)
     from ..evaluate import general_ability
     return general_ability(model, tok)
 
@@ -85,7 +87,10 @@ class _Timer:
 
 def _config(model, method, hparams, batch_size, n, seed, evaluate, data, eval_every,
             general_every, on_conflict, protocol) -> dict:
-    name = "toy" if is_toy(model) else str(getattr(model.config, "name_or_path", ""))
+    from ..loading import toy_name
+    toy = toy_name(model)
+    name = ("toy" if toy == "toy-v1" else toy) if toy else str(getattr(model.config,
+                                                                       "name_or_path", ""))
     return {"method": method, "hparams": hparams.to_dict(), "batch_size": batch_size, "n": n,
             "n_batches": math.ceil(n / batch_size) if n else 0, "seed": seed, "model": name,
             "fingerprint": models.model_fingerprint(model), "data": data, "evaluate": evaluate,

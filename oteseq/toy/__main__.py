@@ -1,10 +1,11 @@
 """``python -m oteseq.toy train|report``: rebuild the shipped toy model, or measure its quality.
 
-train   trains by the recipe (``TrainConfig`` defaults, overridable with ``--set key=value``)
-        and writes the model, tokenizer and training report to ``--out`` (default: the
-        package's ``model/`` folder).
-report  loads a model (default: the shipped one), measures recall per prompt kind and
-        fluency, writes ``quality_report.json`` next to it and prints it.
+train   trains a version's recipe (``--version toy-v2``: ``TrainConfig`` defaults;
+        ``toy-v1``: ``train.V1``; fields overridable with ``--set key=value``) and writes the
+        model, tokenizer and training report to ``--out`` (default: the version's folder in
+        the package).
+report  loads a model (default: the version's shipped one), measures recall per prompt kind
+        and fluency, writes ``quality_report.json`` next to it and prints it.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 def _parse_overrides(pairs: list[str]) -> dict:
     from .train import TrainConfig
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -30,11 +31,13 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..loading import toy_model_dir
+    from .versions import VERSIONS
 
     parser = argparse.ArgumentParser(prog="python -m oteseq.toy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("train", "report"))
+    parser.add_argument("--version", choices=sorted(VERSIONS), default="toy-v2",
+                        help="which packaged toy model: its recipe and folder")
     parser.add_argument("--out", type=Path, default=None, help="model folder")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                         help="override TrainConfig fields, e.g. steps=100 n_layer=4")
@@ -44,11 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    out = args.out if args.out is not None else toy_model_dir()
+    version = VERSIONS[args.version]
+    out = args.out if args.out is not None else version.path
     if args.command == "train":
-        from .train import TrainConfig, train
+        from .train import V1, TrainConfig, train
 
-        _, _, report = train(TrainConfig(**_parse_overrides(args.set)), out, progress=True)
+        recipe = V1 if version.name == "toy-v1" else TrainConfig()
+        cfg = dataclasses.replace(recipe, **_parse_overrides(args.set))
+        _, _, report = train(cfg, out, progress=True)
         summary = {k: report[k] for k in ("train_seconds", "wall_seconds", "cpu_seconds",
                                           "tokens_per_second", "n_parameters", "recall_curve")}
     else:
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from .report import quality_report
         from .world import world
 
-        model, tok = load_model(str(out) if args.out is not None else "toy")
+        model, tok = load_model(str(out) if args.out is not None else version.name)
         cfg = json.loads((out / "training_report.json").read_text())["config"]
         summary = quality_report(model, tok, world(cfg["seed"], cfg["n_subjects"]),
                                  n_facts=args.n_facts)

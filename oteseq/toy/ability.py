@@ -11,6 +11,7 @@ from typing import Collection, Hashable, Sequence
 
 import torch
 
+from ..errors import OptionError
 from ..keys import right_padded
 from .corpus import general_text
 from .world import World, world as make_world
@@ -57,25 +58,33 @@ def mean_nll(model, tok, texts: Sequence[str], *, batch_size: int = 64) -> float
 
 
 def fact_sample(w: World, n_facts: int, *, exclude: Collection[Hashable] = (),
-                seed: int = 1234) -> list[tuple[str, str]]:
-    """A fixed seeded sample of ``n_facts`` (subject, relation_id) pairs not in ``exclude``."""
+                seed: int = 1234, untouched: str = "pair") -> list[tuple[str, str]]:
+    """A fixed seeded sample of ``n_facts`` (subject, relation_id) pairs not in ``exclude``.
+
+    ``untouched="subject"`` also leaves out every fact of a person named in ``exclude``.
+    """
+    if untouched not in ("pair", "subject"):
+        raise OptionError(f"untouched={untouched!r}: use 'pair' or 'subject'")
     excluded = set(exclude)
+    people = {k[0] for k in excluded if isinstance(k, tuple)} if untouched == "subject" else ()
     rng = random.Random(f"oteseq-toy-ability-{seed}")
     keys = sorted(w.facts)
     rng.shuffle(keys)
-    return [k for k in keys if k not in excluded][:n_facts]
+    return [k for k in keys if k not in excluded and k[0] not in people][:n_facts]
 
 
 def general_ability(model, tok, *, exclude: Collection[Hashable] = (), n_facts: int = 600,
-                    n_texts: int = 200, batch_size: int = 128, world: World | None = None) -> dict:
+                    n_texts: int = 200, batch_size: int = 128, world: World | None = None,
+                    untouched: str = "pair") -> dict:
     """Recall of untouched facts (canonical prompt) and NLL of held-out general text.
 
     ``exclude`` holds (subject, relation_id) ids of edited facts (``Request.id``); the sample is
-    drawn from the rest with a fixed seed, so runs are comparable. Returns
+    drawn from the rest with a fixed seed, so runs are comparable; ``untouched="subject"`` draws
+    only facts of people no edit touches. Returns
     ``{"recall": float, "recall_by_relation": {relation_id: float}, "nll": float}``.
     """
     w = world if world is not None else make_world(0)
-    keys = fact_sample(w, n_facts, exclude=exclude)
+    keys = fact_sample(w, n_facts, exclude=exclude, untouched=untouched)
     prompts = [w.relations[r].canonical.format(s) for s, r in keys]
     hits = object_hits(model, tok, prompts, [w.facts[k] for k in keys], batch_size=batch_size)
     by_relation = {rid: hits[[i for i, k in enumerate(keys) if k[1] == rid]].float().mean().item()

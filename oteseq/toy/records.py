@@ -9,18 +9,32 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from ..errors import OptionError
 from .corpus import general_text, nq_question
 from .world import World, world as make_world
 
 N_NEIGHBOURS = 10
 
 
-def _pairs(w: World, n: int, rng: random.Random) -> list[tuple[str, str]]:
-    """``n`` distinct (subject, relation_id) pairs drawn without replacement."""
+def _pairs(w: World, n: int, rng: random.Random,
+           distinct_subjects: bool = False) -> list[tuple[str, str]]:
+    """``n`` distinct (subject, relation_id) pairs drawn without replacement.
+
+    ``distinct_subjects``: ``n`` different people, one relation each drawn at random (as in
+    CounterFact, where records rarely share a subject: two edits of one person's facts share
+    its key, and least squares can only average their values).
+    """
+    if distinct_subjects:
+        if not 0 <= n <= len(w.subjects):
+            raise OptionError(f"n={n}: the toy world has {len(w.subjects)} people, so at most "
+                              "that many edits with distinct subjects; pass "
+                              "distinct_subjects=False or a bigger world")
+        relations = sorted(w.relations)
+        return [(s, rng.choice(relations)) for s in rng.sample(w.subjects, n)]
     keys = sorted(w.facts)
     if not 0 <= n <= len(keys):
-        raise ValueError(f"n={n}: the toy world has {len(keys)} facts; ask for at most that many "
-                         "or build a bigger world with oteseq.toy.world(seed, n_subjects=...)")
+        raise OptionError(f"n={n}: the toy world has {len(keys)} facts; ask for at most that "
+                          "many or build a bigger world with oteseq.toy.world(seed, n_subjects=...)")
     return rng.sample(keys, n)
 
 
@@ -67,8 +81,10 @@ def _fillers(seed: int) -> list[str]:
     return [t.split(". ")[0].rstrip(".") + "." for t in general_text(200, seed, "heldout")]
 
 
-def counterfact(n: int, seed: int = 0, *, world: World | None = None) -> list[dict[str, Any]]:
-    """``n`` toy-world records in the (multi-)CounterFact schema, distinct (subject, relation).
+def counterfact(n: int, seed: int = 0, *, world: World | None = None,
+                distinct_subjects: bool = False) -> list[dict[str, Any]]:
+    """``n`` toy-world records in the (multi-)CounterFact schema, distinct (subject, relation)
+    (``distinct_subjects``: distinct people).
 
     ``target_new`` is another object of the same relation, drawn at random; ``seed`` fixes the
     choice of facts, targets and prompts (the world is ``world`` or ``oteseq.toy.world(0)``).
@@ -78,11 +94,13 @@ def counterfact(n: int, seed: int = 0, *, world: World | None = None) -> list[di
     fillers = _fillers(seed)
     return [counterfact_record(w, i, s, rid, _new_object(w, rid, {w.facts[(s, rid)]}, rng), rng,
                                fillers)
-            for i, (s, rid) in enumerate(_pairs(w, n, rng))]
+            for i, (s, rid) in enumerate(_pairs(w, n, rng, distinct_subjects))]
 
 
-def zsre(n: int, seed: int = 0, *, world: World | None = None) -> list[dict[str, Any]]:
-    """``n`` toy-world records in the zsRE (MEND eval) schema.
+def zsre(n: int, seed: int = 0, *, world: World | None = None,
+         distinct_subjects: bool = False) -> list[dict[str, Any]]:
+    """``n`` toy-world records in the zsRE (MEND eval) schema (``distinct_subjects``: one
+    record per person).
 
     ``src`` / ``rephrase`` are two question forms of the fact; the edit target ``answers[0]``
     (= ``alt``) is a new object, ``pred`` the true one (what the unedited model answers);
@@ -94,7 +112,7 @@ def zsre(n: int, seed: int = 0, *, world: World | None = None) -> list[dict[str,
     rng = random.Random(f"oteseq-toy-zsre-{seed}")
     keys = sorted(w.facts)
     records = []
-    for subject, rid in _pairs(w, n, rng):
+    for subject, rid in _pairs(w, n, rng, distinct_subjects):
         rel, true = w.relations[rid], w.facts[(subject, rid)]
         new = _new_object(w, rid, {true}, rng)
         src, rephrase = (q.format(subject) for q in rng.sample(rel.questions, 2))
