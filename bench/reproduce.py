@@ -4,13 +4,18 @@
     python bench/reproduce.py --scale paper               # 20 batches of 100 (E100) + OTE (E2000)
     python bench/reproduce.py --scale ci --methods memit memit-seq --out /tmp/results
     python bench/reproduce.py --conflicts                 # accumulate vs replace, conflicts.md
+    python bench/reproduce.py --model toy-v2 --scale paper --seed 1 --evaluate zsre
+    python bench/reproduce.py --aggregate oteseq/toy/results/v2/counterfact-paper
 
 Every method edits the same records in T = n/B batches with the toy model's default
 hyperparameters, then all records are evaluated on the final model
 (``oteseq.experiments.run_sequential``); ``memit-seq`` also edits all n at once (one-time
-editing, the reference). Writes into ``book/results/<scale>/`` (or ``--out``): ``table.json``
-(configuration, versions, metrics, timings, SE-vs-OTE weight distances per method),
-``table.md``, ``curves.png``, ``methods.png`` and ``runs/<method>.json`` (each full Result).
+editing, the reference). Writes into ``book/results/<scale>/`` (``--model toy``) or
+``oteseq/toy/results/v2/<evaluate>-<scale>/seed<seed>/`` (``--model toy-v2``), or ``--out``:
+``table.json`` (configuration, versions, metrics, timings, SE-vs-OTE weight distances per
+method), ``table.md``, ``curves.png``, ``methods.png`` and ``runs/<method>.json`` (each full
+Result). ``--seed`` picks the records and the run's seed; ``--aggregate DIR`` reads
+``DIR/seed*/table.json`` and writes the mean ± std table and general-ability figure over seeds.
 """
 from __future__ import annotations
 
@@ -41,21 +46,40 @@ class Scale:
 CONFLICTS = {"n": 40, "rate": 0.25, "seed": 0, "batch_size": 1, "method": "memit-seq"}
 SCALES = {"ci": Scale(n=100, batch_size=25), "paper": Scale(n=2000, batch_size=100,
                                                            eval_every=5, general_every=5)}
+# toy-v2: general ability every 200 edits (the paper's Figure 1, right)
+SCALES_V2 = {"ci": Scale(n=100, batch_size=25),
+             "paper": Scale(n=2000, batch_size=100, eval_every=5, general_every=2)}
 
 
-def run_all(scale: Scale, methods, progress: bool = True) -> tuple[dict, list]:
+def records_for(model_name: str, n: int, seed: int, evaluate: str = "counterfact"):
+    """The toy records a model is evaluated on, and how they were made (for the table)."""
+    from oteseq import toy
+    from oteseq.toy.versions import toy_model
+    version = toy_model(model_name)
+    if version.name == "toy-v1":
+        make = getattr(toy, evaluate)
+        return make(n, seed), f"oteseq.toy.{evaluate}(n={n}, seed={seed})"
+    w = version.world()
+    records = getattr(toy, evaluate)(n, seed, world=w,
+                                     distinct_subjects=version.distinct_subjects)
+    return records, (f"oteseq.toy.{evaluate}(n={n}, seed={seed}, world={version.name}'s "
+                     f"{len(w.subjects)} people, distinct_subjects={version.distinct_subjects})")
+
+
+def run_all(scale: Scale, methods, progress: bool = True, model_name: str = "toy",
+            evaluate: str = "counterfact", one_time: bool = True) -> tuple[dict, list]:
     """Every method's sequential run and the one-time reference; returns (table, results)."""
     import oteseq
-    from oteseq import experiments, methods as methods_module, stats, toy
+    from oteseq import experiments, methods as methods_module, stats
 
-    model, tok = oteseq.load_model("toy")
-    checkpoint = toy_checkpoint()
-    records = toy.counterfact(scale.n, scale.seed)
-    data = f"oteseq.toy.counterfact(n={scale.n}, seed={scale.seed})"
+    model, tok = oteseq.load_model(model_name)
+    checkpoint = toy_checkpoint(model_name)
+    records, data = records_for(model_name, scale.n, scale.seed, evaluate)
     results, C0_cache, stats_seconds = [], {}, 0.0
     common = dict(eval_every=scale.eval_every, general_every=scale.general_every,
-                  seed=scale.seed, progress=progress, data=data)
-    runs = [(m, scale.batch_size) for m in methods] + [(ONE_TIME_METHOD, scale.n)]
+                  seed=scale.seed, progress=progress, data=data, evaluate=evaluate)
+    runs = [(m, scale.batch_size) for m in methods] + ([(ONE_TIME_METHOD, scale.n)]
+                                                       if one_time else [])
     for i, (method, B) in enumerate(runs):
         hp = methods_module.default_hparams(model, method)
         key = (hp.layers, hp.mom2_corpus, hp.mom2_n_samples)
@@ -68,19 +92,24 @@ def run_all(scale: Scale, methods, progress: bool = True) -> tuple[dict, list]:
         logging.info("%s, batches of %d", method, B)
         result = experiments.run_sequential(model, tok, records, method=method, batch_size=B,
                                             hparams=hp, stats=C0_cache[key], **common)
-        result.config["label"] = f"{method} (one-time)" if i == len(runs) - 1 else method
+        result.config["label"] = (f"{method} (one-time)" if one_time and i == len(runs) - 1
+                                  else method)
         results.append(result)
-    table = _table(scale, results, stats_seconds)
+    table = _table(scale, results, stats_seconds, one_time)
+    cfg = model.config
+    table["model_description"] = (f"a {cfg.n_layer}-layer GPT-2, d_model {cfg.n_embd}, d_ff "
+                                  f"{cfg.n_inner}, trained on a synthetic world")
+    table["evaluate"] = evaluate
     table["checkpoint"] = checkpoint
     table["stats_corpus"] = sorted({getattr(C0, "corpus", None) or "?" for C0 in C0_cache.values()})
     return table, results
 
 
-def toy_checkpoint() -> dict:
+def toy_checkpoint(model_name: str = "toy") -> dict:
     """Whether the shipped toy model is a partial (interim) checkpoint, and its last recall."""
     import json
     from oteseq.loading import toy_model_dir
-    path = toy_model_dir() / "training_report.json"
+    path = toy_model_dir(model_name) / "training_report.json"
     if not path.is_file():
         return {}
     report = json.loads(path.read_text())
@@ -89,7 +118,7 @@ def toy_checkpoint() -> dict:
             "recall": curve[-1][1]}
 
 
-def _row(result, one_time) -> dict:
+def _row(result, one_time=None) -> dict:
     from oteseq import experiments
     post, general = result.metrics["post"], (result.metrics["post"].get("general") or
                                              _last_general(result))
@@ -100,8 +129,9 @@ def _row(result, one_time) -> dict:
            "general": general, "timings": result.timings,
            "edits_written": sum(b["n_edits"] for b in result.batches),
            "edits_skipped": sum(b["skipped"] for b in result.batches)}
-    row["se_vs_ote"] = {str(l): v for l, v in
-                        experiments.weight_distance(result, one_time).items()}
+    row["se_vs_ote"] = ({} if one_time is None else
+                        {str(l): v for l, v in
+                         experiments.weight_distance(result, one_time).items()})
     return row
 
 
@@ -110,9 +140,9 @@ def _last_general(result):
     return points[-1] if points else None
 
 
-def _table(scale: Scale, results, stats_seconds: float) -> dict:
+def _table(scale: Scale, results, stats_seconds: float, with_one_time: bool = True) -> dict:
     from oteseq import experiments
-    one_time = results[-1]
+    one_time = results[-1] if with_one_time else None
     first = results[0]
     return {"scale": asdict(scale), "protocol": experiments.PROTOCOL,
             "one_time_method": ONE_TIME_METHOD, "versions": experiments.versions(),
@@ -134,7 +164,9 @@ def markdown(table: dict) -> str:
     lines = [f"Toy world, {table['data']}: {s['n']} edits in batches of {s['batch_size']} "
              f"({-(-s['n'] // s['batch_size'])} batches, weights never restored), then all "
              f"{s['n']} records evaluated on the final model ({table['protocol']}). "
-             "**These are toy-world numbers** (a 6-layer GPT-2 trained on a synthetic world), "
+             "**These are toy-world numbers** ("
+             + table.get("model_description", "a 6-layer GPT-2 trained on a synthetic world")
+             + "), "
              "not the paper's GPT-2 XL / GPT-J / Llama-3 numbers."
              + (" Model: an interim training checkpoint (step "
                 f"{table['checkpoint'].get('step')}), not the final toy model."
@@ -177,7 +209,8 @@ def write(table: dict, results, out: Path) -> None:
     (out / "table.md").write_text(markdown(table))
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, metric in zip(axes.flat, CURVE_METRICS):
-        experiments.plot_curves(results[:-1], metric, ax=ax)
+        experiments.plot_curves([r for r in results if "one-time" not in r.config["label"]],
+                                metric, ax=ax)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=80)
     fig = experiments.plot_methods(results, ["efficacy", "generalization", "specificity"])
@@ -187,15 +220,22 @@ def write(table: dict, results, out: Path) -> None:
     plt.close("all")
 
 
-def run_conflicts(progress: bool = True) -> dict:
+def run_conflicts(progress: bool = True, model_name: str = "toy") -> dict:
     """``oteseq.toy.conflicts`` edited one request at a time with each conflict policy."""
     import oteseq
     from oteseq import experiments, toy
-    c = CONFLICTS
-    model, tok = oteseq.load_model("toy")
-    records = toy.conflicts(c["n"], c["seed"], rate=c["rate"])
-    checkpoint = toy_checkpoint()
-    data = f"oteseq.toy.conflicts({c['n']}, {c['seed']}, rate={c['rate']})"
+    from oteseq.toy.versions import toy_model
+    c, version = CONFLICTS, toy_model(model_name)
+    model, tok = oteseq.load_model(model_name)
+    if version.name == "toy-v1":
+        records = toy.conflicts(c["n"], c["seed"], rate=c["rate"])
+        data = f"oteseq.toy.conflicts({c['n']}, {c['seed']}, rate={c['rate']})"
+    else:
+        records = toy.conflicts(c["n"], c["seed"], rate=c["rate"], world=version.world(),
+                                distinct_subjects=True)
+        data = (f"oteseq.toy.conflicts({c['n']}, {c['seed']}, rate={c['rate']}, "
+                f"{version.name}'s world, distinct_subjects=True)")
+    checkpoint = toy_checkpoint(model_name)
     out = {"setting": c, "data": data,
            "n_pairs": len(experiments.latest_pairs(records)), "policies": {}}
     for policy in ("accumulate", "replace"):
@@ -228,6 +268,12 @@ def conflicts_markdown(table: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="ci")
+    parser.add_argument("--model", default="toy", help="toy (= toy-v1), toy-v1 or toy-v2")
+    parser.add_argument("--seed", type=int, default=0, help="records and run seed")
+    parser.add_argument("--evaluate", choices=("counterfact", "zsre"), default="counterfact")
+    parser.add_argument("--no-one-time", action="store_true", help="skip the one-time run")
+    parser.add_argument("--aggregate", type=Path, default=None, metavar="DIR",
+                        help="only summarise DIR/seed*/table.json as mean ± std")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--conflicts", action="store_true",
@@ -240,16 +286,28 @@ def main(argv=None) -> None:
     import transformers
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
-    out = args.out or ROOT / "book" / "results" / args.scale
+    if args.aggregate is not None:
+        from seeds import aggregate
+        print(aggregate(args.aggregate))
+        return
+    from oteseq.loading import toy_name
+    v1 = toy_name(args.model) == "toy-v1"
+    out = args.out or (ROOT / "book" / "results" / args.scale if v1 else
+                       ROOT / "oteseq" / "toy" / "results" / "v2" / f"{args.evaluate}-{args.scale}"
+                       / f"seed{args.seed}")
     if args.conflicts:
         from oteseq import experiments
-        table = run_conflicts(progress=not args.quiet)
+        table = run_conflicts(progress=not args.quiet, model_name=args.model)
         experiments.save_json(table, out / "conflicts.json")
         (out / "conflicts.md").write_text(conflicts_markdown(table))
         print(conflicts_markdown(table))
         return
     start = time.perf_counter()
-    table, results = run_all(SCALES[args.scale], args.methods, progress=not args.quiet)
+    import dataclasses
+    scale = dataclasses.replace((SCALES if v1 else SCALES_V2)[args.scale], seed=args.seed)
+    table, results = run_all(scale, args.methods, progress=not args.quiet,
+                             model_name=args.model, evaluate=args.evaluate,
+                             one_time=not args.no_one_time)
     table["wall_seconds"] = time.perf_counter() - start
     write(table, results, out)
     print(markdown(table))

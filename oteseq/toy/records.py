@@ -125,19 +125,20 @@ def zsre(n: int, seed: int = 0, *, world: World | None = None,
     return records
 
 
-def conflicts(n: int, seed: int = 0, *, rate: float = 0.25,
-              world: World | None = None) -> list[dict[str, Any]]:
+def conflicts(n: int, seed: int = 0, *, rate: float = 0.25, world: World | None = None,
+              distinct_subjects: bool = False) -> list[dict[str, Any]]:
     """``n`` CounterFact-schema records in edit order, about a ``rate`` share of them conflicts.
 
     A conflicting record edits a (subject, relation_id) that an earlier record already edited,
     with a different ``target_new`` (neither the earlier target nor the true object). It carries
     one extra key, ``"conflicts_with"``: the ``case_id`` of the latest earlier record for the
     same (subject, relation_id), whose edit it should replace (latest wins). ``target_true``
-    stays the world's true object. Ordinary records have no extra key.
+    stays the world's true object. Ordinary records have no extra key. ``distinct_subjects``:
+    the ordinary records are about different people.
     """
     w = world if world is not None else make_world(0)
     rng = random.Random(f"oteseq-toy-conflicts-{seed}")
-    fresh = iter(_pairs(w, n, rng))
+    fresh = iter(_pairs(w, n, rng, distinct_subjects))
     fillers = _fillers(seed)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
