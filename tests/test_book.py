@@ -172,12 +172,22 @@ def test_stored_outputs_are_a_clean_run(chapter):
 
 def test_result_cells_are_checked_against_stored_outputs(chapter):
     path, nb = chapter
-    checked = [c for c in code_cells(nb) if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
-    assert checked, f"{path.name}: no '# NBVAL_CHECK_OUTPUT' cell"
+    checked = [c for c in code_cells(nb) if "nbval-check-output" in tags(c)]
+    assert checked, f"{path.name}: no cell tagged nbval-check-output"
     assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no stored output"
-    for cell in code_cells(nb):
+    for index, cell in enumerate(code_cells(nb)):
         if "interact(" in cell.source or "widgets." in cell.source:
-            assert cell.source.startswith("# NBVAL_IGNORE_OUTPUT"), path.name
+            assert "nbval-ignore-output" in tags(cell), f"{path.name}: code cell {index}"
+        assert not {"nbval-check-output", "nbval-ignore-output"} <= set(tags(cell)), \
+            f"{path.name}: code cell {index} is tagged both check-output and ignore-output"
+
+
+def test_no_nbval_comment_markers(chapter):
+    """nbval is steered by cell tags, so the rendered code shows no test markers."""
+    path, nb = chapter
+    for index, cell in enumerate(nb.cells):
+        assert "NBVAL_" not in cell.source, \
+            f"{path.name} cell {index}: replace the '# NBVAL_...' comment with its nbval cell tag"
 
 
 # ------------------------------------------------------------------ scripts
@@ -240,11 +250,12 @@ def test_nbval_hooks_ignore_stderr_compare_stdout_and_skip_stubs(tmp_path):
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
     (tmp_path / "pytest.ini").write_text("[pytest]\ntestpaths = tests book\naddopts = "
                                          "-p no:cacheprovider --nbval-lax --nbval-current-env\n")
-    noisy = new_code_cell("# NBVAL_CHECK_OUTPUT\nimport sys, time\n"
-                          "print(time.time(), file=sys.stderr)\nprint('same')", execution_count=1)
+    check = {"tags": ["nbval-check-output"]}       # the cell tag, as the chapters use it
+    noisy = new_code_cell("import sys, time\nprint(time.time(), file=sys.stderr)\nprint('same')",
+                          execution_count=1, metadata=check)
     noisy.outputs = [new_output("stream", name="stderr", text="123\n"),
                      new_output("stream", name="stdout", text="same\n")]
-    changed = new_code_cell("# NBVAL_CHECK_OUTPUT\nprint('new')", execution_count=2)
+    changed = new_code_cell("print('new')", execution_count=2, metadata=check)
     changed.outputs = [new_output("stream", name="stdout", text="stored\n")]
     stub = new_code_cell("raise ValueError('a student stub')", metadata={"tags": ["skip-execution"]})
     nb = new_notebook(cells=[noisy, changed, stub])
