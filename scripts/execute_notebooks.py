@@ -1,7 +1,7 @@
 """Execute the book's chapters in place (seeded, OTESEQ_SCALE=ci) so their stored outputs are fresh.
 
-The committed outputs are what ``# NBVAL_CHECK_OUTPUT`` cells are compared against, so run this
-after changing a chapter or the library code it uses, and commit the result:
+The committed outputs are what cells tagged ``nbval-check-output`` are compared against, so
+run this after changing a chapter or the library code it uses, and commit the result:
 
     python scripts/execute_notebooks.py                 # every book/NN_*.ipynb
     python scripts/execute_notebooks.py book/07_the_thread.ipynb
