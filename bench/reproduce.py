@@ -51,18 +51,20 @@ SCALES_V2 = {"ci": Scale(n=100, batch_size=25),
              "paper": Scale(n=2000, batch_size=100, eval_every=5, general_every=2)}
 
 
-def records_for(model_name: str, n: int, seed: int, evaluate: str = "counterfact"):
-    """The toy records a model is evaluated on, and how they were made (for the table)."""
+def records_for(model_name: str, n: int, seed: int, kind: str = "counterfact", **options):
+    """The toy records (``kind``: counterfact, zsre, conflicts) a packaged model is edited with,
+    and how they were made (for the table): its own world, one fact per person where it has
+    room for that (``ToyModel.distinct_subjects``)."""
     from oteseq import toy
     from oteseq.toy.versions import toy_model
     version = toy_model(model_name)
-    if version.name == "toy-v1":
-        make = getattr(toy, evaluate)
-        return make(n, seed), f"oteseq.toy.{evaluate}(n={n}, seed={seed})"
     w = version.world()
-    records = getattr(toy, evaluate)(n, seed, world=w,
-                                     distinct_subjects=version.distinct_subjects)
-    return records, (f"oteseq.toy.{evaluate}(n={n}, seed={seed}, world={version.name}'s "
+    records = getattr(toy, kind)(n, seed, world=w, distinct_subjects=version.distinct_subjects,
+                                 **options)
+    args = "".join(f", {k}={v}" for k, v in options.items())
+    if version.name == "toy-v1":
+        return records, f"oteseq.toy.{kind}(n={n}, seed={seed}{args})"
+    return records, (f"oteseq.toy.{kind}(n={n}, seed={seed}{args}, world={version.name}'s "
                      f"{len(w.subjects)} people, distinct_subjects={version.distinct_subjects})")
 
 
@@ -223,18 +225,10 @@ def write(table: dict, results, out: Path) -> None:
 def run_conflicts(progress: bool = True, model_name: str = "toy") -> dict:
     """``oteseq.toy.conflicts`` edited one request at a time with each conflict policy."""
     import oteseq
-    from oteseq import experiments, toy
-    from oteseq.toy.versions import toy_model
-    c, version = CONFLICTS, toy_model(model_name)
+    from oteseq import experiments
+    c = CONFLICTS
     model, tok = oteseq.load_model(model_name)
-    if version.name == "toy-v1":
-        records = toy.conflicts(c["n"], c["seed"], rate=c["rate"])
-        data = f"oteseq.toy.conflicts({c['n']}, {c['seed']}, rate={c['rate']})"
-    else:
-        records = toy.conflicts(c["n"], c["seed"], rate=c["rate"], world=version.world(),
-                                distinct_subjects=True)
-        data = (f"oteseq.toy.conflicts({c['n']}, {c['seed']}, rate={c['rate']}, "
-                f"{version.name}'s world, distinct_subjects=True)")
+    records, data = records_for(model_name, c["n"], c["seed"], "conflicts", rate=c["rate"])
     checkpoint = toy_checkpoint(model_name)
     out = {"setting": c, "data": data,
            "n_pairs": len(experiments.latest_pairs(records)), "policies": {}}
