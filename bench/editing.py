@@ -31,8 +31,11 @@ descheduled thread. Use ``--threads 1`` unless the machine is otherwise idle.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 import transformers
@@ -54,7 +57,7 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench_values(n: int, steps: int, loop: bool = True) -> None:
+def bench_values(n: int, steps: int, loop: bool = True) -> dict:
     model, tok = oteseq.load_model("toy")
     hp = default_hparams("toy", "memit-seq").replace(v_num_grad_steps=steps)
     templates = editor_checks.templates(model, tok, hp, seed=0)  # what the Editor uses
@@ -78,9 +81,16 @@ def bench_values(n: int, steps: int, loop: bool = True) -> None:
     print(f"  (Δz* against {'the loop' if loop else 'the full-position replay'}; "
           f"‖z*‖ ≈ {float(ref.z.norm(dim=0).mean()):.2f}; mean steps "
           f"{float(ref.steps.float().mean()):.1f})")
+    return {"requests": n, "max_steps": steps, "templates": len(templates), "layer": layer,
+            "reference": "one at a time" if loop else "full-position replay",
+            "z_norm_mean": float(ref.z.norm(dim=0).mean()),
+            "mean_steps": float(ref.steps.float().mean()),
+            "runs": {label: {"seconds": t, "max_abs_dz": float((got.z - ref.z).abs().max()),
+                             "steps_equal": got.steps.tolist() == ref.steps.tolist()}
+                     for label, (got, t) in runs.items()}}
 
 
-def run_sequential(model, tok, hp, reqs, batch: int, label: str, C0=None) -> None:
+def run_sequential(model, tok, hp, reqs, batch: int, label: str, C0=None) -> dict:
     t0 = time.perf_counter()
     if C0 is None:
         C0 = stats.second_moments(model, tok, hp.layers, corpus=hp.mom2_corpus,
@@ -99,16 +109,21 @@ def run_sequential(model, tok, hp, reqs, batch: int, label: str, C0=None) -> Non
     print(f"  stats {t_stats:.1f} s | values {phases['values']:.1f} s | keys {phases['keys']:.1f} s"
           f" | solve {phases['solve']:.1f} s | editing total {t_edit:.1f} s | "
           f"{ed.n_edits / t_edit:.2f} edits/s | peak memory {peak_memory_mb():.0f} MiB")
+    return {"edits": ed.n_edits, "batch_size": batch, "layers": list(hp.layers),
+            "max_value_steps": hp.v_num_grad_steps, "stats_seconds": t_stats,
+            "edit_seconds": t_edit, **{f"{k}_seconds": v for k, v in phases.items()},
+            "peak_memory_mib": peak_memory_mb()}
 
 
-def bench_toy(n_batches: int, batch: int, steps: int | None) -> None:
+def bench_toy(n_batches: int, batch: int, steps: int | None) -> dict:
     model, tok = oteseq.load_model("toy")
     hp = default_hparams("toy", "memit-seq")
     hp = hp if steps is None else hp.replace(v_num_grad_steps=steps)
-    run_sequential(model, tok, hp, toy_requests(n_batches * batch), batch, "toy end to end")
+    return run_sequential(model, tok, hp, toy_requests(n_batches * batch), batch,
+                          "toy end to end")
 
 
-def bench_gpt2_small(n_batches: int, batch: int, steps: int) -> None:
+def bench_gpt2_small(n_batches: int, batch: int, steps: int) -> dict:
     transformers.logging.set_verbosity_error()
     _, tok = oteseq.load_model("toy")
     config = transformers.GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257,
@@ -123,8 +138,8 @@ def bench_gpt2_small(n_batches: int, batch: int, steps: int) -> None:
         ridge=1e-3)
     texts = oteseq.toy.general_text(500, seed=0)
     C0 = stats.second_moments(model, tok, hp.layers, corpus=texts, cache=False, progress=False)
-    run_sequential(model, tok, hp, toy_requests(n_batches * batch), batch,
-                   "GPT-2-small shape, random weights", C0=C0)
+    return run_sequential(model, tok, hp, toy_requests(n_batches * batch), batch,
+                          "GPT-2-small shape, random weights", C0=C0)
 
 
 def main() -> None:
@@ -138,19 +153,27 @@ def main() -> None:
                         help="values section: max steps (default 10; 20 is the toy's)")
     parser.add_argument("--no-loop", action="store_true",
                         help="values section: skip the (slow) one-at-a-time loop")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the measured numbers to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     oteseq.setup(0)
     plan = {"values": (8, 10) if args.quick else (20, 10),
             "toy": (2, 50, 10) if args.quick else (args.toy_batches, 100, None),
             "gpt2": (1, 10, 3) if args.quick else (20, 100, 20)}
+    results = {"command": " ".join(sys.argv[1:]), "threads": args.threads,
+               "torch": torch.__version__}
     if args.only in (None, "values"):
         n, steps = plan["values"]
-        bench_values(args.values_requests or n, args.values_steps or steps, not args.no_loop)
+        results["values"] = bench_values(args.values_requests or n, args.values_steps or steps,
+                                         not args.no_loop)
     if args.only in (None, "toy"):
-        bench_toy(*plan["toy"])
+        results["toy"] = bench_toy(*plan["toy"])
     if args.only in (None, "gpt2"):
-        bench_gpt2_small(*plan["gpt2"])
+        results["gpt2"] = bench_gpt2_small(*plan["gpt2"])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ refreshes off (only the drift check may refresh) and once with the default ``ref
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -106,6 +109,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the measured numbers to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,6 +118,9 @@ def main() -> None:
     acc_d, acc_k, checkpoints = (128, 1, [200, 500]) if args.quick else (1024, 1, [2000, 5000])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"float64\n")
+    results = {"command": " ".join(sys.argv[1:]), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "device": args.device, "prefill": 200,
+               "speed": [], "accuracy": {"d_in": acc_d, "k": acc_k, "rows": []}}
     print("Part 1 — one SE step (aligned, MEMIT-seq), d_out = d_in/4, 200 keys already active")
     print(f"{'d_in':>6} {'k':>5} {'dense Cholesky s':>17} {'LinearMemory s':>15} {'speed-up':>9}")
     for d_in in dims:
@@ -122,6 +130,8 @@ def main() -> None:
             mark = " (a drift refresh fell in the timed steps)" if refreshed else ""
             print(f"{d_in:>6} {k:>5} {t_dense:>17.4f} {t_memory:>15.4f} "
                   f"{t_dense / t_memory:>8.1f}x{mark}", flush=True)
+            results["speed"].append({"d_in": d_in, "k": k, "dense_seconds": t_dense,
+                                     "memory_seconds": t_memory, "refreshed": refreshed})
     print(f"\nPart 2 — accuracy of {max(checkpoints)} incremental edits of k = {acc_k} key "
           f"(d_in = {acc_d}, d_out = {acc_d // 4}, lam = 1, C0 spectrum ≈ 1e-2…1e2)")
     print(f"{'refresh_every':>14} {'edits':>6} {'‖W − W_OTE‖/‖W_OTE‖':>21} {'refreshes':>10} "
@@ -131,6 +141,12 @@ def main() -> None:
                                                         args.device):
             print(f"{str(refresh_every):>14} {t:>6} {distance:>21.2e} {refreshes:>10} "
                   f"{elapsed:>10.1f}", flush=True)
+            results["accuracy"]["rows"].append(
+                {"refresh_every": refresh_every, "edits": t, "distance": distance,
+                 "refreshes": refreshes, "seconds": elapsed})
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ _LAZY = {
 }
 
 # submodules reachable as attributes without an explicit import (``oteseq.methods`` ...)
-_SUBMODULES = ("editor", "hooks", "keys", "loading", "memory", "methods", "models", "requests",
-               "stats", "values")
+_SUBMODULES = ("editor", "glue", "hooks", "keys", "loading", "memory", "methods", "models",
+               "requests", "stats", "values")
 
 __all__ = sorted(_LAZY) + ["__version__"]
 

@@ -24,6 +24,8 @@ MAX_NOTEBOOK_BYTES = 400_000
 EXERCISE = re.compile(r"```\{exercise\}[^\n]*\n:label: ([\w-]+)")
 SOLUTION_START = re.compile(r"```\{solution-start\} ([\w-]+)\n:class: dropdown")
 SCIENTIFIC = re.compile(r"(\d+(?:\.\d*)?)[eE]-(\d+)")   # mantissa, exponent without its sign
+MAX_CODE_LINE = 88             # wider lines scroll sideways in the rendered book
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 
 def load_script(name: str):
@@ -118,10 +120,45 @@ def test_opening_cells(chapter):
     assert "Run this chapter" in title.source, f"{path.name}: cell 1 needs a 'Run this chapter' note"
     assert setup.cell_type == "code" and "remove-cell" in tags(setup), path.name
     assert '"google.colab" in sys.modules' in setup.source, path.name
-    assert '%pip install -q "oteseq @ git+https://github.com/oteseq/oteseq"' in setup.source
+    assert f'%pip install -q "oteseq @ git+{CONFIG["repository"]["url"]}"' in setup.source, \
+        f"{path.name}: the install cell must use _config.yml's repository.url"
     assert "torch" not in setup.source.split("%pip", 1)[1], "never reinstall torch on Colab"
     assert {"parameters", "hide-cell"} <= set(tags(parameters)), path.name
     assert "SCALE = oteseq.setup(seed=" in parameters.source, path.name
+
+
+def test_colab_url_is_defined_once_in_the_config():
+    """Launch buttons and every install cell use _config.yml's repository URL, nothing else."""
+    url = CONFIG["repository"]["url"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url), url
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    for path in CHAPTERS:
+        text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+        for found in re.findall(r"git\+(https://[^\s\"'@]+)", text):
+            assert found == url, f"{path.name} installs from {found}, _config.yml says {url}"
+        for found in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", text):
+            assert found == url, f"{path.name} names the repository as {found}, not {url}"
+
+
+def test_code_lines_fit_the_page(chapter):
+    path, nb = chapter
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for number, line in enumerate(cell.source.split("\n"), 1):
+            assert len(line) <= MAX_CODE_LINE, (f"{path.name} cell {index} line {number} has "
+                                                f"{len(line)} > {MAX_CODE_LINE} characters")
+
+
+def test_headings_have_no_raw_math(chapter):
+    """Headings become the page title, the sidebar and the page contents, where math shows raw
+    (``\\(\\mathbf C_0\\)``): write them in words or Unicode (C₀, λ)."""
+    path, nb = chapter
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for line in cell.source.split("\n"):
+                if re.match(r"#{1,6} ", line):
+                    assert "$" not in line and "\\" not in line, f"{path.name} cell {index}: {line}"
 
 
 def test_only_allowed_tags(chapter):
@@ -180,6 +217,14 @@ def text_outputs(cell) -> str:
     return "\n".join(texts)
 
 
+def test_no_raw_tensor_dumps(chapter):
+    """Readers see numbers formatted for them, not ``tensor([...])`` reprs."""
+    path, nb = chapter
+    for index, cell in enumerate(code_cells(nb)):
+        assert "tensor([" not in text_outputs(cell), \
+            f"{path.name} code cell {index} prints a raw tensor: format the numbers it shows"
+
+
 def test_result_cells_are_checked_against_stored_outputs(chapter):
     path, nb = chapter
     checked = [c for c in code_cells(nb) if "nbval-check-output" in tags(c)]
@@ -228,6 +273,94 @@ def test_checked_outputs_print_no_round_off_numbers(chapter):
             found = round_off_numbers(text_outputs(cell))
             assert not found, (f"{path.name}: checked code cell {index} prints {found}; print "
                                f"a comparison with a threshold or a rounded value instead")
+
+
+# ------------------------------------------------------------------ numbers in the prose
+# Every result in a chapter's prose is pasted by myst-nb's glue from the cell that computed it
+# (oteseq.glue), so the text cannot contradict the outputs. What may stay typed: numbers that
+# are not results. The whitelist is explicit and short.
+NOT_RESULTS = [
+    re.compile(r"§\s*\d+(?:\.\d+)+"),                   # section numbers of a cited paper
+    re.compile(r"arXiv:?\s*\d{4}\.\d{4,5}"),              # arXiv ids
+    re.compile(r"\b(?:v|version\s|==)\d+(?:\.\d+)+"),     # software versions
+]
+DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+FENCE = re.compile(r"^(`{3,}|~{3,}|:{3,})\s*(?:\{([\w:-]+)\})?")
+VERBATIM = {None, "math", "code", "code-block", "code-cell", "glue:math"}
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:[^`:]*::)?([^`]+?)(?::[^:`]*)?`")
+
+
+def prose(markdown: str) -> str:
+    """The running text of a Markdown cell: no math, code, roles, link targets or comments."""
+    lines, closing = [], None
+    for line in markdown.split("\n"):
+        if closing:
+            closing = None if line.strip() == closing else closing
+            continue
+        fence = FENCE.match(line)
+        if fence and fence.group(1)[0] != ":" and fence.group(2) in VERBATIM:
+            closing = fence.group(1)
+            continue
+        lines.append(line)
+    text = "\n".join(lines)
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
+    text = re.sub(r"\\begin\{(\w+\*?)\}.*?\\end\{\1\}", " ", text, flags=re.S)
+    text = re.sub(r"\$[^$\n]+\$", " ", text)
+    text = re.sub(r"(?:\{[\w:-]+\})?(`+).+?\1", " ", text, flags=re.S)   # code, roles
+    return re.sub(r"\]\([^)]*\)|https?://\S+", "] ", text)
+
+
+def hand_typed_decimals(markdown: str) -> list[str]:
+    text = prose(markdown)
+    for allowed in NOT_RESULTS:
+        text = allowed.sub(" ", text)
+    return DECIMAL.findall(text)
+
+
+def test_hand_typed_decimals_are_recognised():
+    text = ("Efficacy 0.74 after 24 steps ($\\lambda = 0.5$, $$x = 1.5$$) with "
+            "{glue:text}`ci.memit.nll:.3f`, `lam=2.5`, {cite}`wang2026labyrinth` §3.2, "
+            "arXiv 2410.02355, torch v2.13.0 and [a link](https://x.org/1.2).\n"
+            "```{math}\n\\alpha = 0.1\n```\n```python\nx = 3.7\n```\n"
+            "```{admonition} Note\nrecall 98.5 % here\n```\n<!-- 4.4 -->")
+    assert hand_typed_decimals(text) == ["0.74", "98.5"]
+    assert hand_typed_decimals("1,024 directions, 20 batches, 5–30 points") == []
+
+
+def glued_names(nb) -> set[str]:
+    return {output.metadata["scrapbook"]["name"] for cell in code_cells(nb)
+            for output in cell.outputs if "scrapbook" in output.get("metadata", {})}
+
+
+def test_prose_has_no_hand_typed_decimals(chapter):
+    """Results in the prose come from cells through glue, never typed by hand."""
+    path, nb = chapter
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            found = hand_typed_decimals(cell.source)
+            assert not found, (f"{path.name} cell {index} types {found} by hand: glue them "
+                               f"from the cell that computes them (oteseq.glue.glue)")
+
+
+def test_every_glued_name_is_stored(chapter):
+    """A {glue:text}`name:fmt` in the prose has a stored value of that name in the chapter."""
+    path, nb = chapter
+    stored = glued_names(nb)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            missing = set(GLUE_ROLE.findall(cell.source)) - stored
+            assert not missing, (f"{path.name} cell {index} pastes {sorted(missing)}, which no "
+                                 f"executed cell glued: re-run the chapter")
+
+
+def test_glue_cells_are_not_compared(chapter):
+    """Glued values carry full precision: a compared cell must not store them."""
+    path, nb = chapter
+    for index, cell in enumerate(code_cells(nb)):
+        if "nbval-check-output" in tags(cell):
+            assert not any("scrapbook" in o.get("metadata", {}) for o in cell.outputs), \
+                f"{path.name} code cell {index}: move the glue calls out of the checked cell"
 
 
 # ------------------------------------------------------------------ scripts
