@@ -39,7 +39,10 @@ def execute(path: Path, timeout: int = 600) -> float:
     """Run ``path`` top to bottom in a fresh python3 kernel (cwd = its folder); write it back."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
+    # iopub_timeout: on a busy machine the last outputs of a cell can arrive seconds after the
+    # cell finished; nbclient's default (4 s, then carry on) silently dropped them.
     NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                   iopub_timeout=120, raise_on_iopub_timeout=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     strip_metadata(nb)
     nbformat.validate(nb)

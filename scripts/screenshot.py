@@ -5,6 +5,7 @@ full-width PNG of one page:
 
     jupyter-book build .                                   # first build the book
     python scripts/screenshot.py 07_the_thread out.png     # page name under book/, or a path
+    python scripts/screenshot.py --all screenshots/        # every chapter, one PNG each
 
 Needs a Chromium binary, which is not a Python package. On Debian/Ubuntu:
 
@@ -65,33 +66,58 @@ def serve(html_dir: Path) -> http.server.ThreadingHTTPServer:
     return server
 
 
-def screenshot(page: str, out: Path, *, width: int = 1280, height: int = 2400,
-               html_dir: Path = ROOT / "_build" / "html") -> Path:
-    """Write a PNG of ``page`` as served from ``html_dir``; returns ``out``."""
+def chapter_pages() -> list[str]:
+    """Every chapter of the book (``book/NN_*.ipynb``), by page name."""
+    return [path.stem for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))]
+
+
+def screenshots(pages: list[str], outs: list[Path], *, width: int = 1280, height: int = 2400,
+                html_dir: Path = ROOT / "_build" / "html") -> list[Path]:
+    """Write a PNG of each page as served from ``html_dir`` (one server for all)."""
     chromium = find_chromium()
-    target = page_path(page, html_dir)
+    targets = [page_path(page, html_dir) for page in pages]   # all exist before starting
     server = serve(html_dir)
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{target.relative_to(html_dir)}"
-        command = [chromium, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
-                   f"--window-size={width},{height}", "--virtual-time-budget=5000",
-                   f"--screenshot={out.resolve()}", url]
-        subprocess.run(command, check=True, timeout=120, capture_output=True)
+        for target, out in zip(targets, outs):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            url = f"http://127.0.0.1:{server.server_address[1]}/{target.relative_to(html_dir)}"
+            command = [chromium, "--headless", "--disable-gpu", "--no-sandbox",
+                       "--hide-scrollbars", f"--window-size={width},{height}",
+                       "--virtual-time-budget=5000", f"--screenshot={out.resolve()}", url]
+            subprocess.run(command, check=True, timeout=120, capture_output=True)
+            if not out.is_file():
+                raise SystemExit(f"Chromium ran but wrote no {out}; run it by hand: "
+                                 f"{' '.join(command)}")
     finally:
         server.shutdown()
-    if not out.is_file():
-        raise SystemExit(f"Chromium ran but wrote no {out}; run it by hand: {' '.join(command)}")
-    return out
+    return outs
+
+
+def screenshot(page: str, out: Path, **options) -> Path:
+    """Write a PNG of one page; returns ``out``."""
+    return screenshots([page], [out], **options)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("page", help="chapter name (07_the_thread) or a path under _build/html")
-    parser.add_argument("out", type=Path, nargs="?", default=Path("screenshot.png"))
+    parser.add_argument("page", nargs="?",
+                        help="chapter name (07_the_thread) or a path under _build/html")
+    parser.add_argument("out", type=Path, nargs="?", default=None,
+                        help="PNG file (a folder with --all); default screenshot.png")
+    parser.add_argument("--all", action="store_true", help="every chapter, one PNG each")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=2400)
     args = parser.parse_args(argv)
-    print(screenshot(args.page, args.out, width=args.width, height=args.height))
+    size = {"width": args.width, "height": args.height}
+    if args.all:
+        folder = args.out or Path(args.page or "screenshots")
+        pages = chapter_pages()
+        for out in screenshots(pages, [folder / f"{page}.png" for page in pages], **size):
+            print(out)
+    elif args.page:
+        print(screenshot(args.page, args.out or Path("screenshot.png"), **size))
+    else:
+        parser.error("give a page name, or --all")
     return 0
 
 

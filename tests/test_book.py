@@ -399,6 +399,15 @@ def test_screenshot_explains_a_missing_chromium(monkeypatch):
         screenshot.find_chromium()
 
 
+def test_screenshot_covers_every_chapter(tmp_path, monkeypatch):
+    screenshot = load_script("screenshot")
+    assert screenshot.chapter_pages() == [path.stem for path in CHAPTERS]
+    shot = []
+    monkeypatch.setattr(screenshot, "screenshots", lambda pages, outs, **_: shot.extend(outs) or outs)
+    screenshot.main(["--all", str(tmp_path)])
+    assert shot == [tmp_path / f"{path.stem}.png" for path in CHAPTERS]
+
+
 def test_execute_script_strips_widget_state():
     execute_notebooks = load_script("execute_notebooks")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
