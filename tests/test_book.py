@@ -97,6 +97,21 @@ def test_config_essentials():
     assert sphinx["nb_render_markdown_format"] == "myst"
 
 
+def test_mathjax_is_served_by_the_book(tmp_path):
+    """No CDN: _config.yml points MathJax at _static, and the extension puts it there."""
+    assert CONFIG["sphinx"]["config"]["mathjax_path"] == "mathjax/tex-mml-chtml.js"
+    assert CONFIG["sphinx"]["local_extensions"] == {"offline_mathjax": "_ext"}
+    spec = importlib.util.spec_from_file_location("offline_mathjax",
+                                                  ROOT / "_ext" / "offline_mathjax.py")
+    offline_mathjax = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(offline_mathjax)
+    target = offline_mathjax.copy_mathjax(tmp_path / "mathjax")
+    bundle = (target / "tex-mml-chtml.js").read_text(encoding="utf-8")
+    assert "MathJax" in bundle and len(bundle) > 500_000
+    assert list((target / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    assert (target / "input" / "tex" / "extensions" / "boldsymbol.js").is_file()
+
+
 def test_citations_exist_in_the_bibliography():
     keys = set(re.findall(r"@\w+\{([\w-]+),", (BOOK / "references.bib").read_text()))
     for path in list(CHAPTERS) + sorted(BOOK.glob("*.md")):
