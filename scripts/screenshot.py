@@ -84,7 +84,7 @@ def screenshots(pages: list[str], outs: list[Path], *, width: int = 1280, height
             command = [chromium, "--headless", "--disable-gpu", "--no-sandbox",
                        "--hide-scrollbars", f"--window-size={width},{height}",
                        "--virtual-time-budget=5000", f"--screenshot={out.resolve()}", url]
-            subprocess.run(command, check=True, timeout=120, capture_output=True)
+            subprocess.run(command, check=True, timeout=600, capture_output=True)
             if not out.is_file():
                 raise SystemExit(f"Chromium ran but wrote no {out}; run it by hand: "
                                  f"{' '.join(command)}")
