@@ -29,7 +29,8 @@ import torch
 from . import editor_checks as checks
 from . import editor_state, keys, methods, models
 from .editor_checks import block_output_at_subject
-from .errors import ConflictError, CorruptStateError, OptionError, OteseqError
+from .errors import (ConflictError, CorruptStateError, NonFiniteError, OptionError, OteseqError,
+                     RequestError, StateMismatchError)
 from .memory import LinearMemory
 from .requests import Request
 from .values import compute_values
@@ -66,7 +67,11 @@ class Editor:
         models.arch_of(model)
         self.model, self.tok, self.method = model, tok, method
         self._config = methods.method(method)
-        self.hparams = hparams if hparams is not None else methods.default_hparams(model, method)
+        self.hparams = checks.checked_hparams(hparams, model, method)
+        templates = checks.checked_templates(templates)
+        if on_conflict not in ("replace", "accumulate", "error"):
+            raise OptionError(f"on_conflict={on_conflict!r} is not a valid option; use "
+                              "'replace', 'accumulate' or 'error'")
         self.on_conflict, self.progress = on_conflict, progress
         self.layers = checks.checked_layers(model, self.hparams.layers)
         if self._config.one_by_one and len(self.layers) != 1:
@@ -87,13 +92,27 @@ class Editor:
     def edit(self, requests: Iterable[Request]) -> EditReport:
         """Write ``requests`` into the model (atomically); see the module docstring."""
         requests = checks.checked_requests(requests)
-        if self._config.one_by_one:  # ROME: one request after the other, atomic as a whole
-            return self._atomic(lambda: _merge([self._edit_batch([r]) for r in requests]))
-        return self._atomic(self._edit_batch, requests)
+        checks.check_lengths(self.model, self.tok, requests, self.templates)
+        try:
+            if self._config.one_by_one:  # ROME: one request after the other, atomic as a whole
+                return self._atomic(lambda: _merge([self._edit_batch([r]) for r in requests]))
+            return self._atomic(self._edit_batch, requests)
+        except NonFiniteError as exc:
+            bad = checks.nonfinite_parameters(self.model)
+            if bad:  # the cause is the model itself, not v_lr, lam or C0
+                raise NonFiniteError(f"the model's own weights contain NaN or inf ({len(bad)} "
+                                     f"parameter(s), e.g. {bad[:3]}); nothing was changed. "
+                                     "Reload the model (or find what wrote into it)") from exc
+            raise
 
     def retract(self, ids: Sequence) -> dict:
         """Remove the constraints of the listed ``ids`` from every layer exactly (memit-seq-like
         methods only); returns ``{layer: ‖Δ‖_F}``."""
+        if ids is None or isinstance(ids, (str, bytes, tuple, Request)) or \
+                not isinstance(ids, Iterable):
+            raise RequestError(f"retract takes a list of ids, got {type(ids).__name__} "
+                               f"{ids!r:.80}; wrap one id as ed.retract([id]) — an id such as "
+                               "(subject, relation) is one element")
         return self._atomic(self._retract, list(ids))
 
     def revert(self) -> None:
@@ -114,6 +133,15 @@ class Editor:
 
     def _atomic(self, operation, *args):
         weights = {l: models.read_weight(m) for l, m in self._modules.items()}
+        for layer, W in weights.items():  # a weight changed behind the editor's back
+            mine = self._memories[layer].W.to(W.device)
+            if not torch.equal(W, mine):
+                gap = float((W.double() - mine.double()).abs().max())
+                raise StateMismatchError(
+                    f"the weight of {models.edited_name(self.model, layer)} was changed outside "
+                    f"the editor (max |difference| {gap:.3g}); this edit would overwrite that "
+                    "change, so nothing was done. Undo it (ed.memory(layer).W is the editor's "
+                    "weight), or build a new Editor on the changed model to adopt it")
         memories, n_edits = {l: copy.copy(m) for l, m in self._memories.items()}, self.n_edits
         try:
             return operation(*args)
