@@ -111,10 +111,10 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, monk
 @pytest.mark.slow
 def test_toy_conflicts_with_a_re_edit_in_one_batch_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OTESEQ_CACHE", str(tmp_path / "cache"))
-    code = cli.main(["edit", "--model", "toy", "--data", "toy-conflicts", "--n", "6", "--batch",
-                     "3", "--out", str(tmp_path / "r"), "--no-progress", "--hparams", FAST])
+    code = cli.main(["edit", "--model", "toy", "--data", "toy-conflicts", "--n", "8", "--batch",
+                     "4", "--out", str(tmp_path / "r"), "--no-progress", "--hparams", FAST])
     assert code == 0
     result = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert [b["size"] for b in result["batches"]] == [3, 2, 1]  # record 5 re-edits record 3
-    assert result["batches"][2]["conflicts"] == 1
+    assert [b["size"] for b in result["batches"]] == [3, 4, 1]  # record 3 re-edits record 2
+    assert [b["conflicts"] for b in result["batches"]] == [0, 1, 0]
     assert torch.isfinite(torch.tensor([b["mean_loss"] for b in result["batches"]])).all()

@@ -58,3 +58,26 @@ def test_save_round_trip_keeps_extra_and_replaces_the_old_folder(tmp_path):
     loaded = Editor.load(tmp_path / "s", model, tok, stats=ed._C0, progress=False)
     assert loaded.extra == {"batch": 2} and loaded.n_edits == 2
     assert loaded.ids == [EDITS[0].id, EDITS[1].id]
+
+
+def test_a_version_1_save_still_loads(tmp_path):
+    """The layout before checksums: layer folders and editor.json side by side."""
+    import json
+
+    from oteseq import models
+    ed, model, tok = make_editor()
+    ed.edit([EDITS[0]])
+    for layer in ed.layers:
+        ed.memory(layer).save(tmp_path / f"layer_{layer}")
+    meta = {"format": "oteseq-editor", "version": 1, "fingerprint": ed.fingerprint,
+            "model": "tiny-gpt2", "layer_names": [models.edited_name(model, l) for l in ed.layers],
+            "method": ed.method, "hparams": ed.hparams.to_dict(), "templates": ed.templates,
+            "on_conflict": ed.on_conflict, "n_edits": ed.n_edits,
+            "rank_P": {str(l): r for l, r in ed.rank_P.items()}}
+    (tmp_path / "editor.json").write_text(json.dumps(meta))
+    state = {l: ed.memory(l).state_dict() for l in ed.layers}
+    ed.revert()
+    loaded = Editor.load(tmp_path, model, tok, stats=ed._C0, progress=False)
+    assert same(state, {l: loaded.memory(l).state_dict() for l in loaded.layers})
+    loaded.save(tmp_path)  # rewritten as version 2: the old layer folders go
+    assert not list(tmp_path.glob("layer_*")) and len(list(tmp_path.glob("state-*"))) == 1
