@@ -45,9 +45,11 @@ def kill_during_saves(folder: Path, kills: int = 50, seed: int = 0) -> Counter:
     refs = [{l: m.state_dict() for l, m in s[0].items()} for s in (state_a, state_b)]
     path = Path(folder) / "state"
     ed._memories, ed.n_edits = dict(state_a[0]), state_a[1]
-    start = time.perf_counter()
     ed.save(path)
-    per_save = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(3):
+        ed.save(path)
+    per_save = (time.perf_counter() - start) / 3
     rng, outcome = random.Random(seed), Counter()
     context = multiprocessing.get_context("fork")
     for _ in range(kills):
@@ -55,7 +57,7 @@ def kill_during_saves(folder: Path, kills: int = 50, seed: int = 0) -> Counter:
         child = context.Process(target=_save_loop, args=(ed, (state_b, state_a), path, ready))
         child.start()
         ready.wait(30)
-        time.sleep(rng.uniform(0.0, 2.5) * per_save)  # within the first 3 saves
+        time.sleep(rng.uniform(0.0, 6.0) * per_save)  # within the child's first ~6 saves
         os.kill(child.pid, signal.SIGKILL)
         child.join()
         for layer in ed.layers:  # the model unedited again, so either state may load into it
