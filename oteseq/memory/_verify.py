@@ -61,11 +61,12 @@ def check_state(st: MemoryState, where: str = "the state") -> None:
     if not (st.options.exact and K.shape[1]):
         return
     Ax = alg.apply_normal(st.A0, st.P, K, x)
-    R0 = V - st.W0 @ K
     BtX = K.T @ alg.project(x, st.P)  # Bᵀ x = Kᵀ P x, P symmetric: O(d² + d n)
     dW = st.W - st.W0
-    gap = _norm(dW @ Ax - R0 @ BtX)
-    relative = gap / (_norm(dW) * _norm(Ax) + _norm(R0) * _norm(BtX) + 1e-300)
+    fit = V @ BtX - st.W0 @ (K @ BtX)  # (V − W0 K) Bᵀ x without the O(d_out d_in n) product
+    gap = _norm(dW @ Ax - fit)
+    size = (_norm(V) + _norm(st.W0) * _norm(K)) * _norm(BtX)  # ≥ ‖V − W0 K‖ ‖Bᵀ x‖
+    relative = gap / (_norm(dW) * _norm(Ax) + size + 1e-300)
     if not relative <= TOL:
         raise CorruptStateError(f"{where}: W does not solve its constraints, (W − W0) A ≠ "
                                 f"(V − W0 K) Bᵀ (relative residual {relative:.2g} on a random "
