@@ -195,7 +195,8 @@ def _standalone_flip(w: World):
 
 CASES = [
     # ---- Request construction
-    Case("prompt-escaped-braces", _request(prompt="{{}} was born in"), E.RequestError, "exactly one"),
+    Case("prompt-escaped-braces", _request(prompt="{{}} was born in"), E.RequestError,
+         "exactly one"),
     Case("prompt-named-field", _request(prompt="{} and {x}"), E.RequestError, "exactly one"),
     Case("prompt-numbered-field", _request(prompt="{0} is in"), E.RequestError, "exactly one"),
     Case("prompt-lone-brace", _request(prompt="{} is { in"), E.RequestError, "exactly one"),
