@@ -27,15 +27,16 @@ from typing import Iterable, Sequence
 import torch
 
 from . import editor_checks as checks
-from . import keys, methods, models
+from . import editor_state, keys, methods, models
 from .editor_checks import block_output_at_subject
-from .errors import ConflictError, OptionError, StateMismatchError
+from .errors import (ConflictError, CorruptStateError, NonFiniteError, OptionError, OteseqError,
+                     RequestError, StateMismatchError)
 from .memory import LinearMemory
 from .requests import Request
 from .values import compute_values
 
 log = logging.getLogger(__name__)
-FORMAT, VERSION = "oteseq-editor", 1
+FORMAT, VERSION = editor_state.FORMAT, editor_state.VERSION
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,11 @@ class Editor:
         models.arch_of(model)
         self.model, self.tok, self.method = model, tok, method
         self._config = methods.method(method)
-        self.hparams = hparams if hparams is not None else methods.default_hparams(model, method)
+        self.hparams = checks.checked_hparams(hparams, model, method)
+        templates = checks.checked_templates(templates)
+        if on_conflict not in ("replace", "accumulate", "error"):
+            raise OptionError(f"on_conflict={on_conflict!r} is not a valid option; use "
+                              "'replace', 'accumulate' or 'error'")
         self.on_conflict, self.progress = on_conflict, progress
         self.layers = checks.checked_layers(model, self.hparams.layers)
         if self._config.one_by_one and len(self.layers) != 1:
@@ -80,18 +85,34 @@ class Editor:
         self.rank_P: dict[int, int | None] = {}
         self._memories = self._fresh_memories()
         self.n_edits = 0
+        self.extra: dict = {}             # what the last save/load carried (Editor.save(extra=))
+        self._weights_digest = None       # digest of the unedited parameters, made on first save
 
     # ----------------------------------------------------------------- editing
     def edit(self, requests: Iterable[Request]) -> EditReport:
         """Write ``requests`` into the model (atomically); see the module docstring."""
         requests = checks.checked_requests(requests)
-        if self._config.one_by_one:  # ROME: one request after the other, atomic as a whole
-            return self._atomic(lambda: _merge([self._edit_batch([r]) for r in requests]))
-        return self._atomic(self._edit_batch, requests)
+        checks.check_lengths(self.model, self.tok, requests, self.templates)
+        try:
+            if self._config.one_by_one:  # ROME: one request after the other, atomic as a whole
+                return self._atomic(lambda: _merge([self._edit_batch([r]) for r in requests]))
+            return self._atomic(self._edit_batch, requests)
+        except NonFiniteError as exc:
+            bad = checks.nonfinite_parameters(self.model)
+            if bad:  # the cause is the model itself, not v_lr, lam or C0
+                raise NonFiniteError(f"the model's own weights contain NaN or inf ({len(bad)} "
+                                     f"parameter(s), e.g. {bad[:3]}); nothing was changed. "
+                                     "Reload the model (or find what wrote into it)") from exc
+            raise
 
     def retract(self, ids: Sequence) -> dict:
         """Remove the constraints of the listed ``ids`` from every layer exactly (memit-seq-like
         methods only); returns ``{layer: ‖Δ‖_F}``."""
+        if ids is None or isinstance(ids, (str, bytes, tuple, Request)) or \
+                not isinstance(ids, Iterable):
+            raise RequestError(f"retract takes a list of ids, got {type(ids).__name__} "
+                               f"{ids!r:.80}; wrap one id as ed.retract([id]) — an id such as "
+                               "(subject, relation) is one element")
         return self._atomic(self._retract, list(ids))
 
     def revert(self) -> None:
@@ -112,6 +133,15 @@ class Editor:
 
     def _atomic(self, operation, *args):
         weights = {l: models.read_weight(m) for l, m in self._modules.items()}
+        for layer, W in weights.items():  # a weight changed behind the editor's back
+            mine = self._memories[layer].W.to(W.device)
+            if not torch.equal(W, mine):
+                gap = float((W.double() - mine.double()).abs().max())
+                raise StateMismatchError(
+                    f"the weight of {models.edited_name(self.model, layer)} was changed outside "
+                    f"the editor (max |difference| {gap:.3g}); this edit would overwrite that "
+                    "change, so nothing was done. Undo it (ed.memory(layer).W is the editor's "
+                    "weight), or build a new Editor on the changed model to adopt it")
         memories, n_edits = {l: copy.copy(m) for l, m in self._memories.items()}, self.n_edits
         try:
             return operation(*args)
@@ -185,45 +215,67 @@ class Editor:
         return memories
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path) -> None:
-        """Write ``path/editor.json`` and one ``layer_<l>/memory.{safetensors,json}`` per layer."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for layer, mem in self._memories.items():
-            mem.save(path / f"layer_{layer}")
-        meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
-                "model": str(getattr(self.model.config, "name_or_path", "")),
-                "layer_names": [models.edited_name(self.model, l) for l in self.layers],
-                "method": self.method, "hparams": self.hparams.to_dict(),
-                "templates": self.templates, "on_conflict": self.on_conflict,
-                "n_edits": self.n_edits, "rank_P": {str(l): r for l, r in self.rank_P.items()}}
-        (path / "editor.json").write_text(json.dumps(meta, indent=1))
+    def save(self, path, *, extra: dict | None = None) -> None:
+        """Save the editor into folder ``path``, crash-safe: a complete new version is written
+        beside the old one and ``path/editor.json`` (the manifest: checksums, shapes, model
+        fingerprint, method, hparams) is switched to it in one atomic step, so ``path`` always
+        holds the old or the new state. ``extra`` (JSON-able) is stored in the manifest and
+        given back as ``Editor.load(...).extra``. See :mod:`oteseq.editor_state`."""
+        if extra is not None:
+            try:
+                json.dumps(extra, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise OptionError(f"extra must be JSON-able ({exc}); pass plain dicts, lists, "
+                                  "strings and finite numbers") from None
+        editor_state.write(self, path, extra)
 
     @classmethod
     def load(cls, path, model, tok, *, stats=None, progress: bool = True) -> "Editor":
         """The editor saved in ``path``, attached to ``model`` (unedited, or already carrying
         exactly the saved edits); its weights are set to the saved ones. ``stats`` (C0) are
-        only needed by a later :meth:`revert` and are loaded from the cache when missing."""
+        only needed by a later :meth:`revert` and are loaded from the cache when missing.
+
+        Everything is checked before the model is touched: the file checksums, the model (its
+        fingerprint and every unedited parameter), that the memories agree with the manifest's
+        method, lam and ids, and the memories' invariants; failures raise
+        :class:`~oteseq.errors.StateMismatchError` or its subclass
+        :class:`~oteseq.errors.CorruptStateError`, naming what is wrong."""
         path = Path(path)
-        meta = json.loads((path / "editor.json").read_text())
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise StateMismatchError(f"{path} is not an oteseq editor state (format "
-                                     f"{meta.get('format')!r}); save it with Editor.save")
+        meta = editor_state.read_manifest(path)
+        try:
+            return cls._load(path, meta, model, tok, stats, progress)
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, OteseqError):
+                raise
+            raise CorruptStateError(f"{path / editor_state.MANIFEST}: a field is missing or "
+                                    f"malformed ({type(exc).__name__}: {exc}); the save is "
+                                    "damaged") from None
+
+    @classmethod
+    def _load(cls, path, meta, model, tok, stats, progress) -> "Editor":
         checks.check_same_model(meta, model)
         ed = cls.__new__(cls)
         ed.model, ed.tok, ed.method = model, tok, meta["method"]
         ed._config, ed.hparams = methods.method(ed.method), methods.Hparams.from_dict(meta["hparams"])
         ed.on_conflict, ed.progress, ed.templates = meta["on_conflict"], progress, meta["templates"]
         ed.layers = checks.checked_layers(model, ed.hparams.layers)
+        if "weights" in meta:
+            editor_state.check_weights(meta["weights"], model, ed.layers)
+        ed._weights_digest = meta.get("weights")
         ed._modules = {l: models.edited_module(model, l) for l in ed.layers}
-        ed.fingerprint, ed.n_edits = meta["fingerprint"], meta["n_edits"]
+        ed.fingerprint, ed.n_edits = meta["fingerprint"], int(meta["n_edits"])
         ed.rank_P = {int(l): r for l, r in meta["rank_P"].items()}
-        ed._memories = {l: LinearMemory.load(path / f"layer_{l}", device=models.module_device(m))
+        folder = editor_state.state_folder(path, meta)
+        verify = meta["version"] == editor_state.LEGACY_VERSION  # v2: files checked above
+        ed._memories = {l: LinearMemory.load(folder / f"layer_{l}", verify=verify,
+                                             device=models.module_device(m))
                         for l, m in ed._modules.items()}
+        editor_state.check_memories(meta, ed._memories, folder)
         ed._original = {}
         for layer, module in ed._modules.items():
             ed._original[layer] = checks.original_weight(ed._memories[layer], module, layer)
         ed._C0 = checks.LazyStats(model, tok, ed.hparams, ed._modules, stats, progress)
+        ed.extra = meta.get("extra") or {}
         for layer, module in ed._modules.items():
             models.write_weight(module, ed._memories[layer].W)
         return ed

@@ -2,6 +2,7 @@
 file's model match, whether a target is already predicted, and the block output at subjects."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Sequence
 
 import torch
@@ -22,6 +23,9 @@ def checked_layers(model, layers) -> tuple[int, ...]:
 
 
 def checked_requests(requests) -> list[Request]:
+    if isinstance(requests, (Request, str, bytes, dict)) or not isinstance(requests, Iterable):
+        raise RequestError(f"edit takes a list of oteseq.Request, got {type(requests).__name__} "
+                           f"{requests!r:.80}; wrap a single request as ed.edit([request])")
     requests = list(requests)
     bad = [r for r in requests if not isinstance(r, Request)]
     if bad:
@@ -35,7 +39,39 @@ def checked_requests(requests) -> list[Request]:
     return requests
 
 
+def checked_hparams(hparams, model, method):
+    from .methods import Hparams, default_hparams
+    if hparams is None:
+        return default_hparams(model, method)
+    if isinstance(hparams, dict):
+        return Hparams.from_dict(hparams)
+    if not isinstance(hparams, Hparams):
+        raise OptionError(f"hparams must be an oteseq.methods.Hparams (or a dict of its fields), "
+                          f"got {type(hparams).__name__}; start from "
+                          "oteseq.methods.default_hparams(model, method).replace(...)")
+    return hparams
+
+
+def checked_templates(templates) -> list[str] | None:
+    if templates is None:
+        return None
+    if isinstance(templates, (str, bytes)) or not isinstance(templates, Iterable):
+        raise OptionError(f"templates must be a list of strings each holding one '{{}}', got "
+                          f"{type(templates).__name__}")
+    templates = list(templates)
+    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
+    if bad or not templates:
+        raise OptionError(f"templates must be a non-empty list of strings each holding exactly "
+                          f"one '{{}}' (where the prompt goes), e.g. ['{{}}', 'Today. {{}}']; "
+                          f"bad: {bad[:3]!r}")
+    return templates
+
+
 def checked_stats(model, tok, hp, modules, stats, progress) -> dict:
+    if stats is not None and not isinstance(stats, Mapping):
+        raise OptionError(f"stats must map each edited layer to its C0 tensor ({{layer: C0}}), "
+                          f"got {type(stats).__name__} {stats!r:.60}; compute it with "
+                          "oteseq.stats.second_moments(model, tok, layers)")
     if stats is None:
         from . import stats as stats_module
         stats = stats_module.second_moments(model, tok, list(modules), corpus=hp.mom2_corpus,
@@ -45,6 +81,9 @@ def checked_stats(model, tok, hp, modules, stats, progress) -> dict:
         raise OptionError(f"stats has no C0 for layer(s) {missing}; pass second moments of every "
                           f"edited layer {list(modules)} (oteseq.stats.second_moments)")
     for layer, module in modules.items():
+        if not isinstance(stats[layer], torch.Tensor):
+            raise DeviceDtypeError(f"stats[{layer}] is a {type(stats[layer]).__name__}, not a "
+                                   "tensor; pass C0 as a (d_in, d_in) torch.Tensor")
         if stats[layer].device != models.module_device(module):
             raise DeviceDtypeError(
                 f"C0 of layer {layer} is on {stats[layer].device} but the edited matrix on "
@@ -129,3 +168,39 @@ def check_finite(x: torch.Tensor, what: str) -> None:
     if not torch.isfinite(x).all():
         raise NonFiniteError(f"{what} contain NaN or inf; nothing was changed. Lower v_lr or "
                              "check the model's dtype (fp16 overflow)")
+
+
+def nonfinite_parameters(model) -> list[str]:
+    """Names of the model's parameters holding a NaN or an infinity."""
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+
+
+def context_limit(model) -> int | None:
+    config = model.config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_lengths(model, tok, requests: Sequence[Request], templates: Sequence[str]) -> None:
+    """Every template × prompt + target fits the model's context (else a RequestError naming
+    the request and the excess, instead of an IndexError from the position embedding)."""
+    limit = context_limit(model)
+    if limit is None or not requests:
+        return
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    longest = max(templates or ["{}"], key=lambda t: count(t.replace("{}", "")))
+    extra = count(longest.replace("{}", "")) + 2  # + BOS and a possible merge at the seam
+    for i, r in enumerate(requests):
+        target = count(" " + r.target)
+        if count(r.text) + target + extra <= limit:
+            continue
+        need = max(len(tok(t.replace("{}", r.text))["input_ids"]) for t in templates or ["{}"])
+        need += target
+        if need > limit:
+            raise RequestError(f"request {i} ({r.id!r}): the longest context template + prompt + "
+                               f"target is {need} tokens, {need - limit} more than the model's "
+                               f"context of {limit}; shorten the prompt or the target")

@@ -58,3 +58,8 @@ class SchemaError(OteseqError, ValueError):
 
 class OfflineError(OteseqError, RuntimeError):
     """Something must be downloaded but cannot be; the message says what to fetch, and where."""
+
+
+class CorruptStateError(StateMismatchError):
+    """A saved state whose files fail their checksums or whose contents break an invariant
+    (NaN, ``A·A⁻¹ ≠ I``, ``W`` not solving its constraints); the message names what is wrong."""

@@ -1,6 +1,7 @@
 """Editing requests as frozen data, and their one normalisation step."""
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping
 
@@ -38,6 +39,8 @@ class Request:
     @classmethod
     def from_counterfact(cls, record: Mapping[str, Any]) -> "Request":
         """The requested rewrite of a CounterFact / multi-CounterFact record."""
+        from .data.schemas import check_counterfact_record
+        check_counterfact_record(record)
         rw = record["requested_rewrite"]
         return cls(prompt=rw["prompt"], subject=rw["subject"], target=rw["target_new"]["str"],
                    relation=rw.get("relation_id"), target_true=rw["target_true"]["str"])
@@ -52,19 +55,50 @@ class Request:
                    target=record["answers"][0], relation=record.get("relation"))
 
 
+def _check_prompt(prompt: object) -> str:
+    """Exactly one bare ``{}`` and no other braces (``{{}}``, ``{x}``, ``{0}`` are refused)."""
+    if not isinstance(prompt, str):
+        raise RequestError(f"prompt must be a string, got {type(prompt).__name__} {prompt!r:.60}")
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(prompt) if f is not None]
+    except ValueError as exc:  # a lone '{' or '}'
+        fields = [str(exc)]
+    if fields != [""] or "{{" in prompt or "}}" in prompt:
+        raise RequestError(f"prompt {prompt!r} must contain exactly one '{{}}' where the subject "
+                           "goes and no other braces (not '{{}}', '{x}' or '{0}'), e.g. "
+                           "'The capital of {} is'")
+    return prompt.strip()
+
+
+def _check_text(value: object, name: str, context: str, example: str) -> str:
+    if not isinstance(value, str):
+        raise RequestError(f"{context}: {name} must be a string, got {type(value).__name__} "
+                           f"{value!r:.60}; e.g. {name}={example!r}")
+    if not value.strip():
+        raise RequestError(f"{context} has an empty {name}; give it, e.g. {name}={example!r}")
+    return value.strip()
+
+
+def _check_id(x: object, name: str) -> None:
+    def atom(y: object) -> bool:
+        return isinstance(y, str) or (isinstance(y, int) and not isinstance(y, bool))
+    if not (atom(x) or (isinstance(x, tuple) and all(atom(y) for y in x))):
+        raise RequestError(f"{name} {x!r:.60} ({type(x).__name__}) is not usable as an id; use a "
+                           "str, an int or a tuple of them, e.g. ('Paris', 'P36')")
+
+
 def _validated(req: Request) -> Request:
     """Check a request and return it with whitespace normalised and its default id filled in."""
-    if not isinstance(req.prompt, str) or req.prompt.count("{}") != 1:
-        raise RequestError(f"prompt {req.prompt!r} must contain exactly one '{{}}' where the subject "
-                           "goes, e.g. 'The capital of {} is'")
-    prompt = req.prompt.strip()
-    subject = req.subject.strip() if isinstance(req.subject, str) else ""
-    if not subject:
-        raise RequestError(f"request for prompt {req.prompt!r} has an empty subject")
-    target = req.target.strip() if isinstance(req.target, str) else ""
-    if not target:
-        raise RequestError(f"request for {subject!r} has an empty target; give the new object, "
-                           "e.g. target='Oslo'")
+    prompt = _check_prompt(req.prompt)
+    subject = _check_text(req.subject, "subject", f"request for prompt {prompt!r}", "Paris")
+    target = _check_text(req.target, "target", f"request for {subject!r}", "Oslo")
+    if req.relation is not None:
+        _check_id(req.relation, "relation")
+    if req.id is not None:
+        _check_id(req.id, "id")
+    if req.target_true is not None and not isinstance(req.target_true, str):
+        raise RequestError(f"request for {subject!r}: target_true must be a string or None, got "
+                           f"{type(req.target_true).__name__}")
     default_id = (subject, req.relation if req.relation is not None else prompt)
     return replace_fields(req, prompt=prompt, subject=subject, target=target,
                           id=req.id if req.id is not None else default_id)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .cache import fetch
-from .schemas import COUNTERFACT, SNIPPETS, SchemaError, check_records
+from .schemas import COUNTERFACT, FLAT_HINT, SNIPPETS, SchemaError, check_records
 
 REMOTE_ROOT_URL = "https://memit.baulab.info"
 DSETS_URL = f"{REMOTE_ROOT_URL}/data/dsets"
@@ -32,6 +32,8 @@ def read_json(path: Path, schema: Any, name: str) -> Any:
         records = json.loads(Path(path).read_text(encoding="utf-8"))
         check_records(records, schema, name)
     except (ValueError, SchemaError) as exc:
+        if FLAT_HINT in str(exc):  # a user's file in another schema: downloading will not help
+            raise SchemaError(f"{path}: {exc}") from None
         raise SchemaError(f"{exc} — the file {path} is not a valid {name}; delete it to "
                           "download it again") from exc
     return records

@@ -66,10 +66,33 @@ def check(value: Any, schema: Any, where: str) -> None:
                           f"got {type(value).__name__} {value!r:.60}")
 
 
+EASYEDIT_FLAT = ("prompt", "subject", "target_new")
+FLAT_HINT = ("this is EasyEdit's flat CounterFact schema (prompt, subject, target_new, "
+             "ground_truth, rephrase_prompt, locality_prompt at the top level); oteseq reads the "
+             "ROME/MEMIT schema: {case_id, requested_rewrite: {prompt, subject, relation_id, "
+             "target_new: {str}, target_true: {str}}, paraphrase_prompts, neighborhood_prompts} "
+             "— use counterfact.json from the MEMIT data site (oteseq.data.counterfact())")
+
+
+def check_counterfact_record(record: Any, where: str = "CounterFact record") -> None:
+    """One CounterFact record; EasyEdit's flat schema is named as such."""
+    if isinstance(record, dict) and "requested_rewrite" not in record and \
+            all(k in record for k in EASYEDIT_FLAT):
+        raise SchemaError(f"{where}: {FLAT_HINT}")
+    if isinstance(record, dict) and "requested_rewrite" in record:
+        check(record["requested_rewrite"], COUNTERFACT["requested_rewrite"],
+              f"{where}.requested_rewrite")
+        return
+    check(record, {"requested_rewrite": COUNTERFACT["requested_rewrite"]}, where)
+
+
 def check_records(records: Any, schema: Any, source: str) -> None:
     """Check a JSON list of records; errors name ``source``, the index and any ``case_id``."""
     if not isinstance(records, list):
         raise SchemaError(f"{source}: expected a JSON list of records, got {type(records).__name__}")
+    if schema is COUNTERFACT and records and isinstance(records[0], dict) and \
+            "requested_rewrite" not in records[0] and all(k in records[0] for k in EASYEDIT_FLAT):
+        raise SchemaError(f"{source}: {FLAT_HINT}")
     for i, record in enumerate(records):
         label = f"record {i}"
         if isinstance(record, dict) and "case_id" in record:
@@ -86,4 +109,4 @@ def check_labels(records: Sequence[dict], labels: Sequence[int], source: str) ->
 
 
 __all__ = ["COUNTERFACT", "GLUE", "SNIPPETS", "SchemaError", "ZSRE", "check", "check_labels",
-           "check_records"]
+           "check_counterfact_record", "check_records"]

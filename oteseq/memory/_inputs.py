@@ -9,6 +9,9 @@ from oteseq.errors import (DeviceDtypeError, NonFiniteError, NotPSDError, Reques
                            ShapeError)
 
 Id = Hashable  # str, int, or a tuple of str / int
+MAX_ENTRY = 1e8
+"""Largest |entry| of K and V accepted: real keys and values are O(1)–O(1e4); beyond 1e8 the
+rounding of ``K Kᵀ`` (≥ 1e16) swamps the O(1) constraints that a retract must remove exactly."""
 
 
 def as_float64(x: object, name: str, device: torch.device | None = None) -> torch.Tensor:
@@ -91,6 +94,13 @@ def check_batch(K: object, V: object, d_in: int, d_out: int,
     if K64.shape[1] != V64.shape[1]:
         raise ShapeError(f"K has {K64.shape[1]} columns but V {V64.shape[1]}; pass one target "
                          f"column per key column")
+    for name, M in (("K", K64), ("V", V64)):
+        largest = float(M.abs().max()) if M.numel() else 0.0
+        if largest > MAX_ENTRY:
+            raise NonFiniteError(f"{name} has entries up to {largest:.3g} (limit {MAX_ENTRY:g}): "
+                                 f"keys and values of a language model are O(1)–O(1e4), and at "
+                                 f"this size float64 loses the precision an exact retract needs "
+                                 f"(K Kᵀ may overflow); check how {name} was computed or rescale")
     return K64, V64
 
 

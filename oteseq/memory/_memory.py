@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from oteseq.errors import ConflictError, OptionError, SingularSystemError, UnknownIdError
+from oteseq.errors import (ConflictError, CorruptStateError, OptionError, SingularSystemError,
+                           StateMismatchError, UnknownIdError)
 from oteseq.memory import _algebra as alg
 from oteseq.memory import _state
 from oteseq.memory._config import (DEFAULT_REFRESH_EVERY, EditReport, MemoryOptions,
@@ -180,25 +181,46 @@ class LinearMemory:
     def load_state_dict(self, d: dict) -> None:
         """Continue from a :meth:`state_dict`; :class:`StateMismatchError` if it does not fit."""
         _state.check_compatible(d, self._state)
-        new = _state.from_state_dict(d, self._state.options, self._state.W0.device)
+        new = _state.from_state_dict(d, self._state.options, self._state.W0.device,
+                                     "load_state_dict")
         self._state, self.last_report = new, None
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``path/memory.safetensors`` and ``path/memory.json`` (never pickle)."""
+        """Write ``path/memory.safetensors`` (tensors, metadata and a SHA-256 per tensor) and
+        ``path/memory.json``, each atomically (never pickle)."""
         _state.save_files(self.state_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LinearMemory:
-        """The memory saved in ``path`` by :meth:`save`, on ``device``."""
-        d = _state.load_files(path, device)
-        o = d["metadata"].get("options", {})
-        options = make_options(**{k: o.get(k) for k in ("accumulate", "ridge", "post",
-                                                          "error_feedback", "on_conflict",
-                                                          "refresh_every")})
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
+             verify: bool = True) -> LinearMemory:
+        """The memory saved in ``path`` by :meth:`save`, on ``device``; checksums (unless
+        ``verify=False``: the caller checked the file) and invariants are verified first
+        (:class:`~oteseq.errors.CorruptStateError` names what is wrong)."""
+        d = _state.load_files(path, device, verify=verify)
+        meta = _state.check_metadata(d["metadata"], str(path))
+        if meta.get("format") != _state.FORMAT or meta.get("version") != _state.VERSION:
+            raise StateMismatchError(f"{path} holds format {meta.get('format')!r} version "
+                                     f"{meta.get('version')!r}, not a LinearMemory save")
+        o = meta["options"]
+        try:
+            options = make_options(**{k: o.get(k) for k in ("accumulate", "ridge", "post",
+                                                              "error_feedback", "on_conflict",
+                                                              "refresh_every")})
+        except OptionError as exc:
+            raise CorruptStateError(f"{path}: saved options are invalid ({exc})") from None
         memory = cls.__new__(cls)
-        memory._state = _state.from_state_dict(d, options, torch.device(device))
+        memory._state = _state.from_state_dict(d, options, torch.device(device), str(path))
         memory.last_report = None
         return memory
+
+    def __copy__(self) -> LinearMemory:
+        """An independent memory with the same state. Tensors are shared, never written in
+        place: the constraint buffers of the copy are cut to their used rows, so its next edit
+        reallocates instead of writing into rows the original may use later."""
+        new = LinearMemory.__new__(LinearMemory)
+        new._state = self._state.with_(store=self._state.store.detached())
+        new.last_report = self.last_report
+        return new
 
 
 def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:

@@ -5,20 +5,24 @@ single assignment, so a failure at any point leaves the memory exactly as it was
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from oteseq.errors import OteseqError, StateMismatchError
+from oteseq import _atomic
+from oteseq.errors import CorruptStateError, OteseqError, StateMismatchError
 from oteseq.memory._config import MemoryOptions
 from oteseq.memory._inputs import id_from_json, id_to_json
 from oteseq.memory._store import ConstraintStore
 
 FORMAT, VERSION = "oteseq.LinearMemory", 1
 TENSORS, METADATA = "memory.safetensors", "memory.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,11 @@ def _mismatch(name: str, saved: object, here: object) -> StateMismatchError:
 
 def check_compatible(d: dict, state: MemoryState) -> None:
     """Raise :class:`StateMismatchError` unless ``d`` fits the memory ``state`` belongs to."""
-    meta, tensors = d.get("metadata", {}), d.get("tensors", {})
+    if not isinstance(d, dict) or not isinstance(d.get("metadata"), dict) or \
+            not isinstance(d.get("tensors"), dict):
+        raise CorruptStateError(f"load_state_dict takes the dict returned by state_dict() "
+                                f"({{'tensors': ..., 'metadata': ...}}), got {type(d).__name__}")
+    meta, tensors = d["metadata"], d["tensors"]
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise _mismatch("format", (meta.get("format"), meta.get("version")), (FORMAT, VERSION))
     here = state_dict_header(state)
@@ -91,7 +99,8 @@ def check_compatible(d: dict, state: MemoryState) -> None:
         raise _mismatch("projection", "P" in tensors, state.P is not None)
     for key, mine in (("W0", state.W0), ("A0", state.A0)):
         theirs = tensors.get(key)
-        gap = None if theirs is None or theirs.shape != mine.shape else \
+        gap = None if not isinstance(theirs, torch.Tensor) or theirs.shape != mine.shape or \
+            not theirs.dtype.is_floating_point else \
             float(torch.linalg.norm(theirs.to(mine) - mine))
         if gap is None or gap > 1e-6 * float(torch.linalg.norm(mine)):
             raise StateMismatchError(f"the saved {key} differs from this memory's: the state "
@@ -105,9 +114,42 @@ def state_dict_header(state: MemoryState) -> dict:
             "options": _options_json(state.options)}
 
 
-def from_state_dict(d: dict, options: MemoryOptions, device: torch.device) -> MemoryState:
-    """Rebuild a state from :func:`state_dict` output (shapes checked, tensors copied)."""
-    meta = d["metadata"]
+_FIELDS = {"d_out": int, "d_in": int, "dtype": str, "lam": (int, float), "options": dict,
+           "ids": list, "steps": int, "since_refresh": int, "n_refreshes": int, "next_auto": int,
+           "drift_floor": (int, float)}
+_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_metadata(meta: object, where: str = "the state") -> dict:
+    """The metadata of a state, every field present and of its type (else CorruptStateError)."""
+    if not isinstance(meta, dict):
+        raise CorruptStateError(f"{where}: metadata is a {type(meta).__name__}, not a dict; pass "
+                                "the dict returned by state_dict()")
+    for key, kind in _FIELDS.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CorruptStateError(f"{where}: metadata field {key!r} is {value!r}, expected "
+                                    f"{getattr(kind, '__name__', 'a number')}; the state is "
+                                    "damaged or not from LinearMemory.state_dict")
+    if meta["dtype"] not in _DTYPES:
+        raise CorruptStateError(f"{where}: dtype {meta['dtype']!r} is not one of {_DTYPES}")
+    return meta
+
+
+def from_state_dict(d: dict, options: MemoryOptions, device: torch.device,
+                    where: str = "the state") -> MemoryState:
+    """Rebuild a state from :func:`state_dict` output (fields, shapes and invariants checked,
+    tensors copied); :class:`CorruptStateError` names what is wrong."""
+    from oteseq.memory._verify import check_state
+
+    if not isinstance(d, dict) or not isinstance(d.get("tensors"), dict):
+        raise CorruptStateError(f"{where}: expected {{'tensors': {{...}}, 'metadata': {{...}}}} "
+                                "as returned by state_dict()")
+    meta = check_metadata(d.get("metadata"), where)
+    bad = [k for k, v in d["tensors"].items() if not isinstance(v, torch.Tensor)
+           or not v.dtype.is_floating_point]
+    if bad:
+        raise CorruptStateError(f"{where}: entries {bad} of 'tensors' are not floating tensors")
     t = {k: v.to(device=device, dtype=torch.float64).clone(memory_format=torch.contiguous_format)
          for k, v in d["tensors"].items()}
     d_out, d_in = meta["d_out"], meta["d_in"]
@@ -116,54 +158,93 @@ def from_state_dict(d: dict, options: MemoryOptions, device: torch.device) -> Me
                 "Kt": (len(meta["ids"]), d_in), "Vt": (len(meta["ids"]), d_out)}
     for key, tensor in t.items():
         if key not in expected or tuple(tensor.shape) != expected[key]:
-            raise StateMismatchError(f"saved tensor {key!r} has shape {tuple(tensor.shape)}, "
-                                     f"expected {expected.get(key)}; the state file is damaged "
-                                     f"or from another oteseq version")
+            raise CorruptStateError(f"{where}: saved tensor {key!r} has shape "
+                                    f"{tuple(tensor.shape)}, expected {expected.get(key)}; the "
+                                    "state file is damaged or from another oteseq version")
+    missing = [k for k in ("W", "W0", "A0") if k not in t]
+    if missing:
+        raise CorruptStateError(f"{where}: tensors {missing} are missing; the state is damaged")
     if options.accumulate and ("Kt" not in t or "Vt" not in t):
-        raise StateMismatchError("the saved state lacks the constraint buffers Kt/Vt; it is "
-                                 "damaged or was saved with accumulate=False")
-    ids = [id_from_json(x) for x in meta["ids"]]
+        raise CorruptStateError(f"{where}: the constraint buffers Kt/Vt are missing; the state "
+                                "is damaged or was saved with accumulate=False")
+    if options.error_feedback != ("E" in t):
+        raise CorruptStateError(f"{where}: the error-feedback cache E is "
+                                f"{'missing' if options.error_feedback else 'unexpected'}")
+    try:
+        ids = [id_from_json(x) for x in meta["ids"]]
+    except OteseqError as exc:
+        raise CorruptStateError(f"{where}: {exc}") from None
     store = ConstraintStore.restore(t.get("Kt"), t.get("Vt"), ids)
-    return MemoryState(
+    state = MemoryState(
         W0=t["W0"], dtype=getattr(torch, meta["dtype"]), lam=float(meta["lam"]), options=options,
         A0=t["A0"], A0_norm=float(torch.linalg.norm(t["A0"])), P=t.get("P"), W=t["W"],
         A_inv=t.get("A_inv"), E=t.get("E"), store=store,
         steps=meta["steps"], since_refresh=meta["since_refresh"],
         n_refreshes=meta["n_refreshes"], next_auto=meta["next_auto"],
         drift_floor=float(meta["drift_floor"]))
+    check_state(state, where)
+    return state
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """Hex SHA-256 of a tensor's raw bytes (C order, native byte order)."""
+    flat = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+    return hashlib.sha256(memoryview(flat.numpy())).hexdigest()
 
 
 def save_files(d: dict, path: str | os.PathLike) -> None:
-    """Write ``path/memory.safetensors`` (with the metadata in its header) and ``memory.json``.
+    """Write ``path/memory.safetensors`` (the metadata and a SHA-256 per tensor in its header)
+    and ``memory.json`` (a readable copy of the metadata).
 
-    Each file is written under a temporary name and renamed over the old one, so a crash never
-    leaves a half-written save; the safetensors header is the authoritative copy of the metadata.
+    Each file is written to a temporary name, synced and renamed over the old one, so a crash
+    leaves either the old or the new file; the safetensors header is the authoritative copy.
     """
     from safetensors.torch import save_file
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(d["metadata"], indent=1)
-    tmp = folder / f".{TENSORS}.tmp-{os.getpid()}"
-    save_file({k: v.contiguous() for k, v in d["tensors"].items()}, str(tmp),
-              metadata={"oteseq": text})
-    os.replace(tmp, folder / TENSORS)
-    tmp = folder / f".{METADATA}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, folder / METADATA)
+    tensors = {k: v.contiguous() for k, v in d["tensors"].items()}
+    meta = {**d["metadata"], "sha256": {k: tensor_sha256(v) for k, v in tensors.items()}}
+    text = json.dumps(meta, indent=1)
+    with _atomic.replacing(folder / TENSORS) as tmp:
+        save_file(tensors, str(tmp), metadata={"oteseq": text})
+    _atomic.write_text(folder / METADATA, text)
 
 
-def load_files(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """Read a save written by :func:`save_files` back into a ``state_dict``-shaped dict."""
+def load_files(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+               verify: bool = True) -> dict:
+    """Read a save written by :func:`save_files` back into a ``state_dict``-shaped dict, each
+    tensor checked against its SHA-256 (``verify=False``: the caller checked the file)."""
     from safetensors import safe_open
 
     file = Path(path) / TENSORS
     if not file.is_file():
         raise StateMismatchError(f"no {TENSORS} in {path}; save a memory there with mem.save(path)")
-    with safe_open(str(file), framework="pt", device=str(device)) as f:
-        header = (f.metadata() or {}).get("oteseq")
-        if header is None:
-            raise StateMismatchError(f"{file} has no oteseq metadata; it was not written by "
-                                     f"LinearMemory.save")
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
-    return {"tensors": tensors, "metadata": json.loads(header)}
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            header = (f.metadata() or {}).get("oteseq")
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        meta = None if header is None else json.loads(header)
+    except Exception as exc:  # safetensors raises its own error types on damaged files
+        raise CorruptStateError(f"{file} cannot be read ({type(exc).__name__}: {exc}); the file "
+                                "is damaged — load an earlier save") from None
+    if meta is None:
+        raise StateMismatchError(f"{file} has no oteseq metadata; it was not written by "
+                                 f"LinearMemory.save")
+    if not isinstance(meta, dict):
+        raise CorruptStateError(f"{file}: its metadata is not a JSON object; the file is damaged")
+    hashes = meta.pop("sha256", None)
+    if verify and hashes is None:
+        logger.warning("%s has no checksums (saved by an older oteseq); its invariants are "
+                       "checked, its bytes cannot be; save it again to add checksums", file)
+    elif verify:
+        if not isinstance(hashes, dict) or set(hashes) != set(tensors):
+            raise CorruptStateError(f"{file}: the checksum list does not name the stored tensors "
+                                    f"{sorted(tensors)}; the file is damaged")
+        bad = [k for k, v in tensors.items() if tensor_sha256(v) != hashes[k]]
+        if bad:
+            raise CorruptStateError(f"{file}: tensor(s) {bad} fail their SHA-256 checksum; the "
+                                    "file is damaged — load an earlier save")
+    if str(device) != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return {"tensors": tensors, "metadata": meta}

@@ -91,6 +91,14 @@ class ConstraintStore:
         K, V = self.columns()
         return K.T.clone(), V.T.clone(), ids
 
+    def detached(self) -> ConstraintStore:
+        """The same store with buffers cut to the used rows: appending to it reallocates, so
+        it never writes rows another store sharing the buffers may use (copy semantics)."""
+        if self.Kt is None or self.Vt is None:
+            return self
+        return ConstraintStore(self.Kt[: self.used], self.Vt[: self.used], self.used,
+                               self.row_ids, self.index, self.dead)
+
     @classmethod
     def restore(cls, Kt: torch.Tensor | None, Vt: torch.Tensor | None,
                 ids: list[Id]) -> ConstraintStore:
