@@ -21,8 +21,8 @@ _LAZY = {
     "data": ("oteseq.data", None),
     "experiments": ("oteseq.experiments", None),
     "exercises": ("oteseq.exercises", None),
-    "setup": ("oteseq.setup", "setup"),
-    "scale": ("oteseq.setup", "scale"),
+    "setup": ("oteseq.session", "setup"),
+    "scale": ("oteseq.session", "scale"),
 }
 
 # submodules reachable as attributes without an explicit import (``oteseq.methods`` ...)

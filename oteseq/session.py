@@ -1,9 +1,16 @@
-"""One call that makes a chapter or script reproducible: seeds, quiet logging, plot style."""
+"""One call that makes a chapter or script reproducible: seeds, quiet logging, plot style.
+
+``oteseq.setup()`` and ``oteseq.scale()`` are this module's functions. The module is not named
+``setup``: a submodule of that name would replace the function ``oteseq.setup`` as soon as it
+was imported.
+"""
 from __future__ import annotations
 
 import os
 import random
 from typing import Literal
+
+from .errors import OptionError
 
 Scale = Literal["ci", "full"]
 
@@ -17,7 +24,8 @@ def scale() -> Scale:
 
         return "full" if torch.cuda.is_available() else "ci"
     if value not in ("ci", "full"):
-        raise ValueError(f"OTESEQ_SCALE={value!r}: use 'ci', 'full' or 'auto'")
+        raise OptionError(f"OTESEQ_SCALE={value!r} is not a run scale: set it to 'ci' (toy "
+                          "model, CPU), 'full' (GPT-2 XL and the datasets, a GPU) or 'auto'")
     return value  # type: ignore[return-value]
 
 
