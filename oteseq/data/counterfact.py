@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..tfidf import tfidf_vectorizer
 from .cache import fetch
 from .schemas import COUNTERFACT, FLAT_HINT, SNIPPETS, SchemaError, check_records
 
@@ -87,7 +88,6 @@ def _check_vocab(path: Path) -> None:
 
 def tfidf():
     """The reference's fitted sklearn TfidfVectorizer, rebuilt from idf.npy + tfidf_vocab.json."""
-    from ..evaluate.generation import tfidf_vectorizer
     idf_path = fetch("idf.npy", f"{DSETS_URL}/idf.npy", check=_check_idf)
     vocab_path = fetch("tfidf_vocab.json", f"{DSETS_URL}/tfidf_vocab.json", check=_check_vocab)
     _check_idf(idf_path)

@@ -21,9 +21,9 @@ import unicodedata
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 
+from ..tfidf import fit_tfidf, tfidf_similarity, tfidf_vectorizer
 from .scoring import model_device, pad_id
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -124,30 +124,6 @@ def ngram_entropy(text: str, ns: Sequence[int] = (2, 3),
         entropy = -sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
         weighted.append(weight * entropy)
     return sum(weighted) / len(weighted)
-
-
-def fit_tfidf(texts: Sequence[str]):
-    """A TfidfVectorizer (sklearn defaults) fitted on ``texts``: the reference's fallback."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    return TfidfVectorizer().fit(list(texts))
-
-
-def tfidf_vectorizer(idf: np.ndarray, vocabulary: Mapping[str, int]):
-    """The reference's TfidfVectorizer rebuilt from ``idf.npy`` and ``tfidf_vocab.json``."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    vectorizer = TfidfVectorizer()
-    vectorizer.vocabulary_ = dict(vocabulary)
-    vectorizer.idf_ = np.asarray(idf, dtype=np.float64)
-    return vectorizer
-
-
-def tfidf_similarity(text_a: str, text_b: str, vectorizer) -> float:
-    """Cosine of the TF-IDF vectors of two texts; nan if either vector is zero."""
-    encoded = vectorizer.transform([text_a, text_b]).toarray()
-    norms = np.linalg.norm(encoded, axis=1)
-    if not norms.all():
-        return math.nan
-    return float(encoded[0] @ encoded[1] / norms[0] / norms[1])
 
 
 def consistency_texts(record: Mapping[str, Any], snippets) -> list[str]:

@@ -18,13 +18,14 @@ subject's last token on, attending to the cached keys/values of the earlier ones
 
 Modules: :mod:`.prompts` (rows, labels, the loss), :mod:`.replay` (capture, full replay, check),
 :mod:`.suffix` (suffix replay), :mod:`.optimise` (the batched loop), :mod:`.reference`
-(:func:`one_at_a_time`, MEMIT's loop).
+(:func:`one_at_a_time`, MEMIT's loop), :mod:`.target` (:class:`TargetValues`).
 """
 from __future__ import annotations
 
-from .optimise import TargetValues, compute_values
+from .optimise import compute_values
 from .prompts import KL_PROMPT, STOP_LOSS, Prompts, build_prompts, request_losses
 from .reference import one_at_a_time
+from .target import TargetValues
 
 __all__ = ["KL_PROMPT", "STOP_LOSS", "Prompts", "TargetValues", "build_prompts",
            "compute_values", "one_at_a_time", "request_losses"]

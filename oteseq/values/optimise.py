@@ -10,7 +10,6 @@ and the LM head at the loss positions only. Gradients are taken for δ only.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -20,21 +19,13 @@ from ..errors import OptionError
 from ..requests import Request
 from . import prompts, replay
 from .prompts import Prompts, build_prompts, request_losses
+from .reference import one_at_a_time
 from .suffix import SuffixReplay
+from .target import TargetValues
 
 log = logging.getLogger("oteseq.values")
 REPLAYS = ("suffix", "full")  # tried in this order; then the one-at-a-time loop
 CAPTURE_GROUPS = 4  # forwards per chunk for the suffix replay's capture (rows sorted by length)
-
-
-@dataclass(frozen=True)
-class TargetValues:
-    """Result of the value optimisation for ``n`` requests (float32, on the layer's device)."""
-
-    z: torch.Tensor            # (d_model, n) z* = z_init + δ
-    z_init: torch.Tensor       # (d_model, n) block output at the bare prompt's subject token
-    loss: torch.Tensor         # (n,) last computed total loss of each request
-    steps: torch.Tensor        # (n,) Adam steps each request took
 
 
 class _Chunk:
@@ -161,7 +152,6 @@ def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
         except replay.ReplayMismatch as error:
             log.warning("%s replay: %s; falling back", kind, error)
     log.warning("no replay reproduces this model; using the one-request-at-a-time loop")
-    from .reference import one_at_a_time
     return one_at_a_time(model, tok, requests, layer, hp, templates=templates)
 
 

@@ -12,7 +12,7 @@ import torch
 from .. import hooks, models
 from ..requests import Request
 from . import prompts
-from .optimise import TargetValues
+from .target import TargetValues
 
 
 def one_at_a_time(model, tok, requests: Sequence[Request], layer: int, hp, *,
