@@ -52,6 +52,14 @@ class OptionError(OteseqError, ValueError):
     """An option or argument outside its allowed values (unknown method, bad layer list...)."""
 
 
+class OptionTypeError(OptionError, TypeError):
+    """An argument of the wrong type (one template string where a list is expected...)."""
+
+
+class LayerError(OptionError, IndexError):
+    """A layer index the model does not have (the message gives the valid range)."""
+
+
 class SchemaError(OteseqError, ValueError):
     """A data record that does not follow its dataset's schema (the message names the field)."""
 

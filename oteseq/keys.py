@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 import torch
 
 from . import models
-from .errors import RequestError
+from .errors import OptionError, OptionTypeError, RequestError
 from .hooks import TraceDict
 from .requests import Request
 
@@ -42,7 +42,7 @@ def _subject_span(prompt: str, subject: str) -> tuple[str, int, int]:
 
 def _check_mode(mode: str) -> None:
     if mode not in FACT_TOKENS:
-        raise ValueError(f"fact_token={mode!r}: use one of {FACT_TOKENS}")
+        raise OptionError(f"fact_token={mode!r}: use one of {FACT_TOKENS}")
 
 
 def _span_by_offsets(offsets, start: int, end: int) -> tuple[int, int]:
@@ -135,7 +135,7 @@ def template_groups(templates: Sequence[str] | Sequence[Sequence[str]]) -> list[
     """Averaging groups. A flat list is split MEMIT-style: the bare ``"{}"`` forms one group,
     all other templates a second; a list of lists is taken as the groups themselves."""
     if isinstance(templates, str):
-        raise TypeError("templates must be a list of template strings, e.g. ['{}']")
+        raise OptionTypeError("templates must be a list of template strings, e.g. ['{}']")
     if all(isinstance(t, str) for t in templates):
         groups = [[t for t in templates if t == "{}"], [t for t in templates if t != "{}"]]
     else:

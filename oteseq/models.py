@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import NonFiniteError, ShapeError, UnsupportedArchitectureError
+from .errors import LayerError, NonFiniteError, ShapeError, UnsupportedArchitectureError
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def n_layers(model: nn.Module) -> int:
 def _check_layer(model: nn.Module, layer: int) -> int:
     count = n_layers(model)
     if not isinstance(layer, int) or not 0 <= layer < count:
-        raise IndexError(f"layer {layer!r} does not exist; the model has layers 0..{count - 1}")
+        raise LayerError(f"layer {layer!r} does not exist; the model has layers 0..{count - 1}")
     return layer
 
 

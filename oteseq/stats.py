@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 
 from . import models
-from .errors import OfflineError, OteseqError
+from .errors import OfflineError, OptionError, OteseqError
 from .hooks import TraceDict
 from .keys import pad_token_id, right_padded
 
@@ -254,7 +254,7 @@ def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[
     """
     names = {layer: models.edited_name(model, layer) for layer in layers}
     if not names:
-        raise ValueError("layers is empty; name the layers whose edited matrices need C0")
+        raise OptionError("layers is empty; name the layers whose edited matrices need C0")
     corpus_id, n, load = resolve_corpus(corpus, n_samples, seed, world=_toy_world(model))
     cap = _token_cap(model, max_tokens_per_seq)
     root, fingerprint = cache_root(cache_dir), models.model_fingerprint(model)

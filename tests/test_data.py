@@ -18,7 +18,7 @@ import pytest
 
 import oteseq.data as data
 from oteseq.data.glue import balanced_subset
-from oteseq.errors import OfflineError
+from oteseq.errors import OfflineError, OptionError
 
 CF = [{"case_id": 7, "pararel_idx": 4242,
        "requested_rewrite": {"prompt": "The headquarters of {} is in", "relation_id": "P159",
@@ -203,7 +203,7 @@ def test_load_dispatcher(cache):
     assert len(toy) == 3 and "requested_rewrite" in toy[0]
     assert len(data.load("toy-zsre", 2)) == 2
     assert len(data.load("toy-conflicts", 4)) >= 1
-    with pytest.raises(ValueError, match="known: counterfact, mcf"):
+    with pytest.raises(OptionError, match="known: counterfact, mcf"):
         data.load("wikipedia", 3)
-    with pytest.raises(ValueError, match="needs n"):
+    with pytest.raises(OptionError, match="needs n"):
         data.load("toy-zsre")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import torch
 
 from oteseq import keys, models
-from oteseq.errors import RequestError
+from oteseq.errors import OptionError, OptionTypeError, RequestError
 from oteseq.hooks import Trace
 from oteseq.requests import Request
 from tiny_models import ARCHS, tiny_model, tiny_tokenizer
@@ -53,7 +53,7 @@ def test_index_errors(tok):
         keys.subject_last_index(tok, "The capital of Norway is", "Varnholm")
     with pytest.raises(RequestError, match="several"):
         keys.subject_last_index(tok, "{} and {}", "Paris")
-    with pytest.raises(ValueError, match="subject_last"):
+    with pytest.raises(OptionError, match="subject_last"):
         keys.subject_last_index(tok, "{} is", "Paris", mode="middle")
 
 
@@ -75,6 +75,9 @@ def test_context_templates_deterministic():
 def test_template_groups():
     assert keys.template_groups(["{}", "A. {}", "B. {}"]) == [["{}"], ["A. {}", "B. {}"]]
     assert keys.template_groups(["{}"]) == [["{}"]]
+    with pytest.raises(OptionTypeError, match="list of template strings") as err:
+        keys.template_groups("{}")
+    assert isinstance(err.value, TypeError)
     assert keys.template_groups([["{}"], ["A. {}"], ["B. {}", "C. {}"]])[2] == ["B. {}", "C. {}"]
     with pytest.raises(RequestError):
         keys.template_groups(["no slot"])

@@ -7,7 +7,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from oteseq import models
-from oteseq.errors import NonFiniteError, ShapeError, UnsupportedArchitectureError
+from oteseq.errors import LayerError, NonFiniteError, ShapeError, UnsupportedArchitectureError
 from tiny_models import ARCHS, tiny_model
 
 EDITED_TYPE = {"gpt2": Conv1D, "gptj": nn.Linear, "gpt_neox": nn.Linear, "llama": nn.Linear,
@@ -39,8 +39,9 @@ def test_lookup_names_and_types(arch_model):
     assert models.final_norm(model).weight.shape == (d_model,)
     assert models.lm_head(model).weight.shape == (len(tok), d_model)
     assert models.embeddings(model) is model.get_input_embeddings()
-    with pytest.raises(IndexError, match="layers 0..2"):
+    with pytest.raises(LayerError, match="layers 0..2") as err:
         models.edited_module(model, 3)
+    assert isinstance(err.value, IndexError)  # callers catching the builtin keep working
 
 
 def test_orientation_matches_forward(arch_model):

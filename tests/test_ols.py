@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oteseq import ols
-from oteseq.errors import (DeviceDtypeError, NonFiniteError, NotPSDError, ShapeError,
-                           SingularSystemError)
+from oteseq.errors import (DeviceDtypeError, NonFiniteError, NotPSDError, OptionError,
+                           ShapeError, SingularSystemError)
 
 F64 = torch.float64
 FAST = settings(max_examples=25, deadline=None)
@@ -106,7 +106,7 @@ def test_solve_spd_names_singular_and_indefinite_systems():
         ols.solve_spd(K @ K.T, B)
     with pytest.raises(NotPSDError, match="positive semi-definite"):
         ols.solve_spd(-(K @ K.T) - torch.eye(5, dtype=F64), B)
-    with pytest.raises(ValueError, match="side"):
+    with pytest.raises(OptionError, match="side"):
         ols.solve_spd(torch.eye(5, dtype=F64), B, side="middle")
 
 
@@ -315,7 +315,7 @@ def test_nullspace_projector_relative_mode_is_scale_free_absolute_is_not():
     assert ols.nullspace_projector(1e3 * C0, 2e-2)[1] == 1
     P32, r32 = ols.nullspace_projector(C0.float())
     assert P32.dtype == torch.float32 and r32 == 3
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(OptionError, match="mode"):
         ols.nullspace_projector(C0, mode="fraction")
 
 
@@ -508,7 +508,7 @@ def test_rect_breaks_ties_deterministically_in_row_major_order():
     W, delta = torch.ones(3, 4, dtype=F64), torch.ones(3, 4, dtype=F64)
     out = ols.rect(delta, W, keep=0.25)
     assert torch.equal((out != 0).flatten(), torch.arange(12) < 3)
-    with pytest.raises(ValueError, match="keep"):
+    with pytest.raises(OptionError, match="keep"):
         ols.rect(delta, W, keep=1.5)
 
 
@@ -688,5 +688,5 @@ def test_nullspace_projector_of_zero_keeps_everything():
     for mode in ("absolute", "relative", "energy"):
         P, r = ols.nullspace_projector(zero, 1e-2, mode=mode)
         assert r == 4 and torch.allclose(P, torch.eye(4, dtype=F64), atol=1e-14)
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(OptionError, match="threshold"):
         ols.nullspace_projector(zero, -1.0)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import OptionError
+
 NAMES = ("counterfact", "mcf", "zsre", "toy-counterfact", "toy-zsre", "toy-conflicts")
 
 
@@ -22,9 +24,9 @@ def load(name: str, n: int | None = None, *, seed: int = 0) -> list[dict[str, An
     if name.startswith("toy-") and name in NAMES:
         from .. import toy
         if n is None:
-            raise ValueError(f"load({name!r}) needs n, the number of toy records to generate")
+            raise OptionError(f"load({name!r}) needs n, the number of toy records to generate")
         return getattr(toy, name[len("toy-"):])(n, seed)
-    raise ValueError(f"unknown data set {name!r}; known: {', '.join(NAMES)}")
+    raise OptionError(f"unknown data set {name!r}; known: {', '.join(NAMES)}")
 
 
 __all__ = ["NAMES", "load"]

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import OptionError
 from .cache import data_dir, fetch, write_atomic
 from .counterfact import read_json
 from .schemas import GLUE, check_labels
@@ -129,7 +130,7 @@ def balanced_subset(items: list[dict], per_class: int = PER_CLASS, seed: int = S
 def glue(task: str) -> list[dict[str, Any]]:
     """The test items of one task (class-balanced, reserved few-shot items removed), cached."""
     if task not in BUILDERS:
-        raise ValueError(f"unknown task {task!r}; known: {sorted(BUILDERS)}")
+        raise OptionError(f"unknown task {task!r}; known: {sorted(BUILDERS)}")
     name = f"glue/{task}.json"
     path = data_dir() / name
     if not path.exists():

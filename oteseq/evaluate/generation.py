@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..errors import OptionError
 from ..tfidf import fit_tfidf, tfidf_similarity, tfidf_vectorizer
 from .scoring import model_device, pad_id
 
@@ -75,7 +76,7 @@ def generate(model, tok, prompts: Sequence[str], *, max_length: int | None = 100
     Deterministic given ``seed`` and the batch composition.
     """
     if max_length is None and max_new_tokens is None:
-        raise ValueError("give max_length (tokens including the prompt) or max_new_tokens")
+        raise OptionError("give max_length (tokens including the prompt) or max_new_tokens")
     encoded = [list(tok(p)["input_ids"]) for p in prompts]
     budgets = [max_new_tokens if max_new_tokens is not None else max(0, max_length - len(p))
                for p in encoded]

@@ -28,7 +28,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import OteseqError
+from ..errors import OptionError, OteseqError
 from .generation import generate
 from .scoring import continuation_nll
 
@@ -142,7 +142,7 @@ def general_ability(model, tok, tasks: Sequence[str] = TASKS, *, data=None, n: i
     unused). See the module docstring for RTE's label polarity.
     """
     if mode not in ("both", "generation", "likelihood"):
-        raise ValueError(f"mode={mode!r}; use 'both', 'generation' or 'likelihood'")
+        raise OptionError(f"mode={mode!r}; use 'both', 'generation' or 'likelihood'")
     if isinstance(data, str) and data == "toy":
         from .. import toy
         if not hasattr(toy, "general_ability"):
@@ -151,7 +151,7 @@ def general_ability(model, tok, tasks: Sequence[str] = TASKS, *, data=None, n: i
         return toy.general_ability(model, tok, **dict(toy_options or {}))
     unknown = [t for t in tasks if t not in SPECS]
     if unknown:
-        raise ValueError(f"unknown tasks {unknown}; known: {list(SPECS)}")
+        raise OptionError(f"unknown tasks {unknown}; known: {list(SPECS)}")
     results = {}
     for task in tasks:
         if data is not None:

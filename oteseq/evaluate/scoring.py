@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import RequestError, ShapeError
+from ..errors import OptionError, RequestError, ShapeError
 from ..keys import right_padded
 
 
@@ -101,7 +101,7 @@ def score_continuations(model, tok, prompts: Sequence[str], continuations: Seque
     Returns one :class:`TokenScores` per pair, in input order.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     pairs = encode_pairs(tok, prompts, continuations)
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     device, pad = model_device(model), pad_id(tok)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
+from oteseq.errors import OptionError
 from oteseq.ols._checks import (Keys, cat_batches, check_keys, check_kv, check_nonnegative,
                                 check_square, check_symmetric, to_f64)
 from oteseq.ols.linalg import solve_spd64
@@ -130,7 +131,7 @@ def alphaedit_step(W: torch.Tensor, K: torch.Tensor, V: torch.Tensor, P: torch.T
     alpha = check_nonnegative(alpha, "alpha", "ridge")
     lam = check_nonnegative(lam, "lam", "preservation")
     if lam > 0 and C0 is None:
-        raise ValueError("lam > 0 needs C0: pass C0=... or leave lam=0.0")
+        raise OptionError("lam > 0 needs C0: pass C0=... or leave lam=0.0")
     W64, K64, V64, P64, Kp, C = to_f64(W=W, K=K, V=V, P=P, K_p=K_p, C0=C0 if lam > 0 else None)
     check_kv(W64, K64, V64)
     d_in = W64.shape[1]

@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-from oteseq.errors import NotPSDError, ShapeError, SingularSystemError
+from oteseq.errors import NotPSDError, OptionError, ShapeError, SingularSystemError
 from oteseq.ols._checks import check_square, check_symmetric, to_f64
 
 _FIX = "add lam*C0 (lam > 0), a ridge alpha*I, or more keys"
@@ -54,7 +54,7 @@ def solve_spd(A: torch.Tensor, B: torch.Tensor, *,
     ``sqrt(eps)`` of its dtype); :class:`SingularSystemError` / :class:`NotPSDError` name the fix.
     """
     if side not in ("right", "left"):
-        raise ValueError(f"side={side!r}: use 'right' (X A = B) or 'left' (A X = B)")
+        raise OptionError(f"side={side!r}: use 'right' (X A = B) or 'left' (A X = B)")
     A64, B64 = to_f64(A=A, B=B)
     check_square(A64, A64.shape[0] if A64.ndim == 2 else -1, "A")
     check_symmetric(A64, "A", A.dtype)

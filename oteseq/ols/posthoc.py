@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.errors import ShapeError
+from oteseq.errors import OptionError, ShapeError
 from oteseq.ols._checks import check_kv, check_matrix, check_square, check_symmetric, to_f64
 from oteseq.ols.linalg import solve_spd64
 
@@ -35,7 +35,7 @@ def prune(delta: torch.Tensor, W: torch.Tensor, *, base: float = math.e) -> torc
     Shapes: ``delta``, ``W`` (d_out, d_in) → (d_out, d_in) in ``delta``'s dtype.
     """
     if not base > 1.0:
-        raise ValueError(f"base={base}: the logarithm base must be > 1 (e, 2, 1.5, 1.2...)")
+        raise OptionError(f"base={base}: the logarithm base must be > 1 (e, 2, 1.5, 1.2...)")
     D, W64 = to_f64(delta=delta, W=W)
     _same_shape(D, W64)
     U, sigma, Vh = torch.linalg.svd(D, full_matrices=False)
@@ -60,7 +60,7 @@ def rect(delta: torch.Tensor, W: torch.Tensor, keep: float = 0.2) -> torch.Tenso
     Shapes: ``delta``, ``W`` (d_out, d_in) → (d_out, d_in) in ``delta``'s dtype.
     """
     if not 0.0 <= keep <= 1.0:
-        raise ValueError(f"keep={keep}: the kept fraction must lie in [0, 1] (0.2 keeps 20 %)")
+        raise OptionError(f"keep={keep}: the kept fraction must lie in [0, 1] (0.2 keeps 20 %)")
     D, W64 = to_f64(delta=delta, W=W)
     _same_shape(D, W64)
     scores = torch.nan_to_num((D / (W64 + 1e-8)).abs(), nan=0.0).flatten()

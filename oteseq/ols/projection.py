@@ -5,6 +5,7 @@ from typing import Literal
 
 import torch
 
+from oteseq.errors import OptionError
 from oteseq.ols._checks import check_square, check_symmetric, to_f64
 
 Mode = Literal["absolute", "relative", "energy"]
@@ -29,9 +30,9 @@ def nullspace_projector(C0: torch.Tensor, threshold: float = 2e-2, *,
     Shapes: ``C0`` (d_in, d_in) symmetric → ``P`` (d_in, d_in) in ``C0``'s dtype, ``rank`` int.
     """
     if mode not in ("absolute", "relative", "energy"):
-        raise ValueError(f"mode={mode!r}: use 'absolute', 'relative' or 'energy'")
+        raise OptionError(f"mode={mode!r}: use 'absolute', 'relative' or 'energy'")
     if not 0.0 <= float(threshold) < float("inf"):
-        raise ValueError(f"threshold={threshold}: use a finite threshold ≥ 0 (2e-2 absolute is "
+        raise OptionError(f"threshold={threshold}: use a finite threshold ≥ 0 (2e-2 absolute is "
                          f"the AlphaEdit default)")
     (C,) = to_f64(C0=C0)
     check_square(C, C.shape[0] if C.ndim == 2 else -1, "C0")
