@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from . import hooks, keys, models
+from .batching import pad_token_id, right_padded
 from .errors import DeviceDtypeError, NonFiniteError, OptionError, RequestError, StateMismatchError
 from .memory import LinearMemory
 from .requests import Request
@@ -137,19 +138,13 @@ def original_weight(mem: LinearMemory, module, layer: int) -> torch.Tensor:
 
 
 def already_predicted(model, tok, requests: list[Request]) -> list[bool]:
-    """Whether greedy decoding after the prompt already gives every target token."""
-    rows, spans = [], []
-    for r in requests:
-        ids = list(tok(r.text).input_ids)
-        target = list(tok(" " + r.target, add_special_tokens=False).input_ids)
-        rows.append(ids + target[:-1])
-        spans.append((len(ids) - 1, target))
-    if not rows:
-        return []
-    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
-    with torch.no_grad():
-        top = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.argmax(-1).cpu()
-    return [top[i, s: s + len(t)].tolist() == t for i, (s, t) in enumerate(spans)]
+    """Whether greedy decoding after the prompt already gives every target token (teacher-forced
+    argmax hits of ``" " + target`` after the prompt, :func:`oteseq.evaluate.scoring`)."""
+    from .evaluate.scoring import score_continuations
+
+    scores = score_continuations(model, tok, [r.text for r in requests],
+                                 [" " + r.target for r in requests])
+    return [bool(s.correct.all()) for s in scores]
 
 
 def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
@@ -157,7 +152,7 @@ def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
     """Residual output ``Z`` (d_model, n) of block ``layer`` at each bare prompt's fact token."""
     rows = [list(tok(r.text).input_ids) for r in requests]
     index = [keys.subject_last_index(tok, r.prompt, r.subject, mode=fact_token) for r in requests]
-    ids, mask = keys.right_padded(rows, keys.pad_token_id(tok), models.input_device(model))
+    ids, mask = right_padded(rows, pad_token_id(tok), models.input_device(model))
     with torch.no_grad(), hooks.Trace(models.block(model, layer), stop=True) as trace:
         model(input_ids=ids, attention_mask=mask, use_cache=False)
     out = trace.output

@@ -17,6 +17,7 @@ from typing import Literal, Sequence
 import torch
 
 from . import models
+from .batching import pad_token_id, right_padded
 from .errors import OptionError, OptionTypeError, RequestError
 from .hooks import TraceDict
 from .requests import Request
@@ -168,29 +169,6 @@ def _rows(tok, requests: Sequence[Request], templates, mode: str):
                                      request.subject, mode)
                 rows.append((ids, index, r_index, 1.0 / (len(groups) * len(group))))
     return rows
-
-
-def pad_token_id(tok) -> int:
-    """The id used for padding: pad, else eos, else 0 (padded positions are masked anyway)."""
-    for token_id in (tok.pad_token_id, tok.eos_token_id):
-        if token_id is not None:
-            return token_id
-    return 0
-
-
-def right_padded(rows: Sequence[Sequence[int]], pad_id: int,
-                 device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids, attention_mask)``, both (len(rows), longest), right-padded, on ``device``.
-
-    Right padding keeps every token at its unpadded position, so indices stay valid.
-    """
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _accumulate(sums: dict, name: str, hidden: torch.Tensor, chunk, n: int, device) -> None:

@@ -15,6 +15,7 @@ cannot be silently transposed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -127,13 +128,18 @@ def embeddings(model: nn.Module) -> nn.Module:
 
 
 def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's (first) parameter: where its inputs must go."""
-    return next(module.parameters()).device
+    """The device of a module's first parameter (else buffer): where its inputs must go; CPU
+    for a module that holds no tensors."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def input_device(model: nn.Module) -> torch.device:
-    """The device the token ids must be on (that of the input embeddings)."""
-    return module_device(embeddings(model))
+    """The device the token ids must be on: that of the input embeddings (any ``transformers``
+    model has ``get_input_embeddings``; another module answers with its first tensor)."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    return module_device(get_embeddings() if get_embeddings is not None else model)
 
 
 def _is_conv1d(module: nn.Module) -> bool:

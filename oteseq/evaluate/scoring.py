@@ -21,7 +21,9 @@ from typing import Sequence
 import torch
 
 from ..errors import OptionError, RequestError, ShapeError
-from ..keys import right_padded
+from ..batching import pad_token_id as pad_id
+from ..batching import right_padded
+from ..models import input_device as model_device
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,6 @@ class TokenScores:
     def mean_nll(self) -> float:
         """Mean over continuation tokens of −log p(token | prefix) — the reference 'prob'."""
         return float(self.nll.mean())
-
-
-def model_device(model) -> torch.device:
-    """The device of the model's first parameter or buffer (where inputs must go)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def pad_id(tok) -> int:
-    """The id used for padding: pad, else eos, else 0 (masked out, so its value is irrelevant)."""
-    for candidate in (tok.pad_token_id, tok.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
 
 
 def encode_pairs(tok, prompts: Sequence[str], continuations: Sequence[str]
@@ -77,7 +64,7 @@ def _score_chunk(model, pairs, pad: int, device) -> list[TokenScores]:
     """One forward pass over a chunk of pairs; only the needed logit rows are normalised."""
     rows = [p + c for p, c in pairs]
     ids, mask = right_padded(rows, pad, device)
-    logits = model(input_ids=ids, attention_mask=mask).logits
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     batch_idx, pos_idx, tgt = [], [], []
     for b, (p, c) in enumerate(pairs):
         batch_idx += [b] * len(c)

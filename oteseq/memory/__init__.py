@@ -7,7 +7,7 @@
 - :mod:`._state` — ``state_dict`` / safetensors + JSON round trip;
 - :mod:`._config`, :mod:`._inputs` — options, report, input checks.
 """
-from oteseq.memory._config import EditReport, MemoryOptions
+from oteseq.memory._config import StepReport, MemoryOptions
 from oteseq.memory._memory import LinearMemory
 
-__all__ = ["EditReport", "LinearMemory", "MemoryOptions"]
+__all__ = ["StepReport", "LinearMemory", "MemoryOptions"]

@@ -1,14 +1,14 @@
 """Options of a :class:`~oteseq.memory.LinearMemory`, validated in one place; its step report."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 
-from oteseq.errors import NotPSDError, OptionError
+from oteseq.errors import OptionError
+from oteseq.ols._checks import check_nonnegative
 
 PostName = Literal["prune", "rect"]
 OnConflict = Literal["replace", "accumulate", "error"]
@@ -69,19 +69,13 @@ def make_options(*, accumulate: bool, ridge: float, post: object, error_feedback
 
 def nonnegative(x: object, name: str) -> float:
     """A penalty weight (``lam``, ``ridge``) must be a finite number ≥ 0."""
-    try:
-        value = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise OptionError(f"{name}={x!r} is not a number; pass a float ≥ 0") from None
-    if not (value >= 0.0 and math.isfinite(value)):
-        raise NotPSDError(f"{name} = {value} makes the penalty {name}·(…) not positive "
-                          f"semi-definite; use a finite {name} ≥ 0")
-    return value
+    return check_nonnegative(x, name, "preservation" if name == "lam" else "ridge")
 
 
 @dataclass(frozen=True)
-class EditReport:
-    """What one ``edit`` or ``retract`` did (``LinearMemory.last_report``)."""
+class StepReport:
+    """What one ``edit`` or ``retract`` of a memory did (``LinearMemory.last_report``); not to be
+    confused with :class:`oteseq.editor.EditReport`, what one ``Editor.edit`` did."""
 
     n_added: int                          # constraint columns added
     n_removed: int                        # constraint columns removed (replaced or retracted)

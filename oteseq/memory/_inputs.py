@@ -5,8 +5,8 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import torch
 
-from oteseq.errors import (DeviceDtypeError, NonFiniteError, NotPSDError, RequestError,
-                           ShapeError)
+from oteseq.errors import DeviceDtypeError, NotPSDError, RequestError, ShapeError
+from oteseq.ols._checks import check_finite, check_floating, check_symmetric
 
 Id = Hashable  # str, int, or a tuple of str / int
 MAX_ENTRY = 1e8
@@ -16,18 +16,11 @@ rounding of ``K Kᵀ`` (≥ 1e16) swamps the O(1) constraints that a retract mus
 
 def as_float64(x: object, name: str, device: torch.device | None = None) -> torch.Tensor:
     """A finite floating tensor (on ``device`` when given), as float64."""
-    if not isinstance(x, torch.Tensor):
-        raise DeviceDtypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert "
-                               f"it with torch.as_tensor(..., dtype=torch.float64)")
-    if not x.dtype.is_floating_point:
-        raise DeviceDtypeError(f"{name} has dtype {x.dtype}; pass a floating tensor "
-                               f"({name}.double() or {name}.float())")
+    x = check_floating(x, name)
     if device is not None and x.device != device:
         raise DeviceDtypeError(f"{name} is on {x.device} but the memory lives on {device}; "
                                f"move it with {name}.to({str(device)!r})")
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(f"{name} contains NaN or inf; check how it was computed (overflow "
-                             f"in float16? a division by zero?) before editing")
+    check_finite(x, name)
     return x.to(torch.float64)
 
 
@@ -46,11 +39,7 @@ def check_square(C: object, d: int, name: str, device: torch.device) -> torch.Te
     if M.shape != (d, d):
         raise ShapeError(f"{name} has shape {tuple(M.shape)} but W0 has d_in = {d}; pass the "
                          f"({d}, {d}) matrix of the same layer's input space")
-    scale = max(1.0, float(M.abs().max())) if M.numel() else 1.0
-    gap = float((M - M.T).abs().max()) if M.numel() else 0.0
-    if gap > torch.finfo(C.dtype).eps ** 0.5 * scale:  # type: ignore[union-attr]
-        raise NotPSDError(f"{name} is not symmetric (max |{name} − {name}ᵀ| = {gap:.3g}); "
-                          f"symmetrise it with ({name} + {name}.T) / 2")
+    check_symmetric(M, name, C.dtype)  # type: ignore[union-attr]
     return (M + M.T) / 2
 
 

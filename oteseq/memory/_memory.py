@@ -12,7 +12,7 @@ from oteseq.errors import (ConflictError, CorruptStateError, OptionError, Singul
                            StateMismatchError, UnknownIdError)
 from oteseq.memory import _algebra as alg
 from oteseq.memory import _state
-from oteseq.memory._config import (DEFAULT_REFRESH_EVERY, EditReport, MemoryOptions,
+from oteseq.memory._config import (DEFAULT_REFRESH_EVERY, StepReport, MemoryOptions,
                                    OnConflict, PostHoc, PostName, make_options, nonnegative)
 from oteseq.memory._inputs import (Id, check_batch, check_ids, check_projector,
                                    check_second_moment, check_weight, retract_ids)
@@ -83,7 +83,7 @@ class LinearMemory:
             E=torch.zeros_like(W) if error_feedback else None,
             store=ConstraintStore.empty(d_in, d_out, W.device, keep_values=accumulate),
             drift_floor=0.0 if A_inv is None else alg.probe_error(A0, A_inv))
-        self.last_report: EditReport | None = None
+        self.last_report: StepReport | None = None
 
     # ----------------------------------------------------------------- read-only views
     @property

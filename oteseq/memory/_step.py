@@ -14,7 +14,7 @@ import torch
 
 from oteseq.errors import NonFiniteError, ShapeError
 from oteseq.memory import _algebra as alg
-from oteseq.memory._config import DRIFT_GROWTH, DRIFT_TOL, EditReport, PostHoc
+from oteseq.memory._config import DRIFT_GROWTH, DRIFT_TOL, StepReport, PostHoc
 from oteseq.memory._inputs import Id
 from oteseq.memory._state import MemoryState
 from oteseq.memory._store import ConstraintStore
@@ -32,7 +32,7 @@ class _System:
 
 
 def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
-         remove_rows: list[int], report: dict) -> tuple[MemoryState, torch.Tensor, EditReport]:
+         remove_rows: list[int], report: dict) -> tuple[MemoryState, torch.Tensor, StepReport]:
     """Add ``(K_a, V_a)`` under ``ids_a`` and remove the active ``remove_rows``, atomically."""
     aligned = st.options.accumulate
     store = st.store.changed(remove_rows, K_a, V_a, ids_a)
@@ -44,7 +44,7 @@ def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
     summary = dict(n_added=K_a.shape[1], n_removed=len(remove_rows), n_active=store.n_active,
                    **report)
     if K_s.shape[1] == 0:
-        return st.with_(store=store), torch.zeros_like(st.W), EditReport(**summary)
+        return st.with_(store=store), torch.zeros_like(st.W), StepReport(**summary)
     signs = torch.cat([K_a.new_ones(K_a.shape[1]), K_r.new_full((K_r.shape[1],), -1.0)])
     B_s = alg.project(K_s, st.P)
     system = _solve(st, store, B_s, signs)
@@ -57,7 +57,7 @@ def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
         since_refresh=0 if refreshed else st.since_refresh + 1,
         n_refreshes=st.n_refreshes + refreshed,
         drift_floor=system.drift if refreshed else st.drift_floor)
-    return new, delta, EditReport(**summary, drift=system.drift, capacitance_cond=system.cond,
+    return new, delta, StepReport(**summary, drift=system.drift, capacitance_cond=system.cond,
                                   refreshed=refreshed)
 
 

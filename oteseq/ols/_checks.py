@@ -5,11 +5,12 @@ how to fix it. The checks are cheap (one pass over each input); none of them fac
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from oteseq.errors import DeviceDtypeError, NonFiniteError, NotPSDError, ShapeError
+from oteseq.errors import DeviceDtypeError, NonFiniteError, NotPSDError, OptionError, ShapeError
 
 Keys = torch.Tensor | Sequence[torch.Tensor]
 
@@ -19,25 +20,32 @@ def to_f64(**named: torch.Tensor | None) -> list[torch.Tensor | None]:
 
     ``None`` entries pass through unchanged (optional arguments such as ``K_p``).
     """
-    present = {name: x for name, x in named.items() if x is not None}
-    devices = set()
-    for name, x in present.items():
-        if not isinstance(x, torch.Tensor):
-            raise DeviceDtypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
-                                   f"convert it with torch.as_tensor(..., dtype=torch.float64)")
-        if not (x.dtype.is_floating_point):
-            raise DeviceDtypeError(f"{name} has dtype {x.dtype}; the closed forms need a floating "
-                                   f"dtype: pass {name}.double() (or .float())")
-        devices.add(x.device)
-    if len(devices) > 1:
+    present = {name: check_floating(x, name) for name, x in named.items() if x is not None}
+    if len({x.device for x in present.values()}) > 1:
         where = ", ".join(f"{name} on {x.device}" for name, x in present.items())
         raise DeviceDtypeError(f"tensors on different devices ({where}); move them to one device "
                                f"with .to(W.device)")
     for name, x in present.items():
-        if not bool(torch.isfinite(x).all()):
-            raise NonFiniteError(f"{name} contains NaN or inf; check how it was computed "
-                                 f"(overflow in float16? a division by zero?) before editing")
+        check_finite(x, name)
     return [None if x is None else x.to(torch.float64) for x in named.values()]
+
+
+def check_floating(x: object, name: str) -> torch.Tensor:
+    """``x`` is a torch tensor of a floating dtype; else :class:`DeviceDtypeError`."""
+    if not isinstance(x, torch.Tensor):
+        raise DeviceDtypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
+                               f"convert it with torch.as_tensor(..., dtype=torch.float64)")
+    if not x.dtype.is_floating_point:
+        raise DeviceDtypeError(f"{name} has dtype {x.dtype}; the closed forms need a floating "
+                               f"dtype: pass {name}.double() (or .float())")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """No NaN or infinity in ``x``; else :class:`NonFiniteError`."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"{name} contains NaN or inf; check how it was computed "
+                             f"(overflow in float16? a division by zero?) before editing")
 
 
 def cat_batches(K: Keys, name: str) -> torch.Tensor:
@@ -116,10 +124,14 @@ def check_symmetric(C: torch.Tensor, name: str, dtype: torch.dtype) -> None:
                           f"symmetric: symmetrise it with ({name} + {name}.T) / 2")
 
 
-def check_nonnegative(x: float, name: str, role: str) -> float:
-    """A penalty weight must be a finite number ≥ 0."""
-    x = float(x)
-    if not (x >= 0.0 and x != float("inf")):
-        raise NotPSDError(f"{name} = {x} makes the {role} penalty not positive semi-definite; "
-                          f"use a finite {name} ≥ 0")
-    return x
+def check_nonnegative(x: object, name: str, role: str) -> float:
+    """A penalty weight must be a finite number ≥ 0 (:class:`OptionError` if it is no number,
+    :class:`NotPSDError` if it is negative or infinite)."""
+    try:
+        value = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise OptionError(f"{name}={x!r} is not a number; pass a float ≥ 0") from None
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise NotPSDError(f"{name} = {value} makes the {role} penalty not positive "
+                          f"semi-definite; use a finite {name} ≥ 0")
+    return value

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from .. import keys
+from ..batching import pad_token_id, right_padded
 from ..requests import Request
 
 STOP_LOSS = 5e-2  # the reference's early-stopping threshold on the total loss
@@ -51,13 +52,11 @@ def build_prompts(tok, requests: Sequence[Request], templates: Sequence[str],
             rows.append(ids)
             label_rows.append(labels)
             lookups.append(keys.subject_last_index(tok, template, req.subject, mode=fact_token))
-    width = max(map(len, rows))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    input_ids, attention_mask = right_padded(rows, pad_token_id(tok))
+    labels, _ = right_padded(label_rows, -100)
     return Prompts(
-        input_ids=torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
-        attention_mask=torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
-        lookup=torch.tensor(lookups),
-        labels=torch.tensor([r + [-100] * (width - len(r)) for r in label_rows]),
+        input_ids=input_ids, attention_mask=attention_mask, lookup=torch.tensor(lookups),
+        labels=labels,
         per_request=len(templates) + 1)
 
 
