@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .exercise_checks._common import call, describe, relative_error
+
 #: relative error ``‖got − expected‖ / ‖expected‖`` accepted by every check (float64 inputs).
 TOLERANCE = 1e-6
 #: number of random problems each check tries.
@@ -74,38 +76,6 @@ def _as_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
     return got.to(torch.float64)
 
 
-def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    scale = max(float(torch.linalg.norm(expected)), 1e-12)
-    return float(torch.linalg.norm(got - expected)) / scale
-
-
-def _describe(args: dict) -> str:
-    """``W (5, 7), lam=0.877, K_p=None``: what a problem looked like, for error messages."""
-    def one(name, value):
-        if isinstance(value, torch.Tensor):
-            return f"{name} {tuple(value.shape)}"
-        return f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value!r}"
-
-    return ", ".join(one(name, value) for name, value in args.items())
-
-
-def _call(name: str, fn: Callable, args: dict, seed: int):
-    """Call ``fn`` on copies of ``args`` (positionally) and check it left them untouched."""
-    copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
-    try:
-        out = fn(*copies.values())
-    except AssertionError:
-        raise
-    except Exception as err:  # the reader's bug: say where, keep the original traceback
-        raise AssertionError(f"{name}: your function raised {type(err).__name__}: {err} "
-                             f"on problem {seed} ({_describe(args)})") from err
-    for key, value in args.items():
-        if isinstance(value, torch.Tensor) and not torch.equal(value, copies[key]):
-            raise AssertionError(f"{name}: your function modified its input {key} in place "
-                                 f"(problem {seed}); compute W + delta instead of W += delta.")
-    return out
-
-
 def _run(name: str, fn: Callable, reference: Callable, problems: list[dict], *, what: str,
          hint: str, view: Callable[[torch.Tensor, dict], torch.Tensor] = lambda x, a: x) -> None:
     """Compare ``fn(**problem)`` with ``reference(**problem)`` on every problem.
@@ -120,10 +90,10 @@ def _run(name: str, fn: Callable, reference: Callable, problems: list[dict], *, 
     for seed, args in enumerate(problems):
         expected = reference(**args).to(torch.float64)
         got = _as_tensor(f"{name}: your function {getattr(fn, '__name__', '')}",
-                         _call(name, fn, args, seed), expected)
-        error = _relative_error(view(got, args), view(expected, args))
+                         call(name, fn, args, seed), expected)
+        error = relative_error(view(got, args), view(expected, args))
         if not error <= TOLERANCE:  # `not <=` also catches NaN
-            raise AssertionError(f"{name}: on random problem {seed} ({_describe(args)}) your "
+            raise AssertionError(f"{name}: on random problem {seed} ({describe(args)}) your "
                                  f"result differs from {what} by a relative error of "
                                  f"{error:.2e} (tolerance {TOLERANCE:.0e}). Hint: {hint}")
         worst = max(worst, error)
