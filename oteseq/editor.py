@@ -129,7 +129,24 @@ class Editor:
 
     def memory(self, layer: int) -> LinearMemory:
         """The :class:`LinearMemory` of an edited layer."""
-        return self._memories[layer]
+        return self._memories[self._edited(layer)]
+
+    @property
+    def stats(self) -> dict[int, torch.Tensor]:
+        """``C0`` (d_in, d_in) of each edited layer, as used by the memories (a new dict; pass
+        it as ``stats=`` to another editor of the same model to skip recomputing it)."""
+        return {layer: self._C0[layer] for layer in self.layers}
+
+    def original_weight(self, layer: int) -> torch.Tensor:
+        """The unedited matrix ``W0`` (d_out, d_in) of an edited layer: a CPU copy, exact to
+        the bit (what :meth:`revert` writes back)."""
+        return self._original[self._edited(layer)].clone()
+
+    def _edited(self, layer: int) -> int:
+        if layer not in self._modules:
+            raise OptionError(f"layer {layer!r} is not edited by this editor; its layers are "
+                              f"{list(self.layers)}")
+        return layer
 
     def _atomic(self, operation, *args):
         weights = {l: models.read_weight(m) for l, m in self._modules.items()}

@@ -12,6 +12,7 @@ values for GPT-2 XL, GPT-J and Llama-3-8B (editing-anchors §5) and chosen ones 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +20,7 @@ import torch
 
 from . import ols
 from .errors import OptionError
+from .keys import FACT_TOKENS
 
 MethodName = Literal["memit", "memit-seq", "alphaedit", "alphaedit-nocache", "prune", "rect",
                      "memit-seq-prune-err", "memit-seq-rect-err", "rome"]
@@ -83,8 +85,14 @@ class Hparams:
             raise OptionError(f"layers={self.layers}: give distinct layers in increasing order")
         if self.template_source not in ("sample", "toy"):
             raise OptionError(f"template_source={self.template_source!r}: use 'sample' or 'toy'")
-        if self.v_num_grad_steps < 1 or self.v_lr <= 0 or self.lam < 0 or self.ridge < 0:
-            raise OptionError("v_num_grad_steps ≥ 1, v_lr > 0, lam ≥ 0 and ridge ≥ 0 are needed")
+        if self.fact_token not in FACT_TOKENS:
+            raise OptionError(f"fact_token={self.fact_token!r}: use one of {FACT_TOKENS}")
+        for name, (kind, low, strict) in _NUMERIC.items():
+            _check_number(name, getattr(self, name), kind, low, strict)
+        for pair in self.context_templates:
+            if len(pair) != 2 or pair[0] < 1 or pair[1] < 0:
+                raise OptionError(f"context_templates={self.context_templates}: give (tokens ≥ "
+                                  "1, count ≥ 0) pairs, e.g. ((10, 5),)")
 
     def to_dict(self) -> dict:
         """JSON-able fields (tuples become lists)."""
@@ -104,6 +112,25 @@ class Hparams:
     def replace(self, **changes) -> "Hparams":
         """A copy with some fields changed (validated like :meth:`from_dict`)."""
         return Hparams.from_dict({**self.to_dict(), **changes})
+
+
+_NUMERIC = {  # field: (type, lower bound, whether the bound itself is excluded)
+    "lam": (float, 0.0, False), "v_lr": (float, 0.0, True), "v_num_grad_steps": (int, 1, False),
+    "clamp_norm_factor": (float, 0.0, True), "kl_factor": (float, 0.0, False),
+    "v_weight_decay": (float, 0.0, False), "mom2_n_samples": (int, 1, False),
+    "nullspace_threshold": (float, 0.0, False), "ridge": (float, 0.0, False),
+}
+
+
+def _check_number(name: str, value: object, kind: type, low: float, strict: bool) -> None:
+    """A finite ``kind`` (an int also passes as a float, a bool never) above ``low``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (kind is int and not isinstance(value, int)):
+        wanted = "an int" if kind is int else "a number"
+        raise OptionError(f"Hparams.{name}={value!r} is not {wanted}")
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        bound = f"> {low}" if strict else f"≥ {low}"
+        raise OptionError(f"Hparams.{name}={value!r}: it must be a finite number {bound}")
 
 
 def memory_options(name: str, hp: Hparams, C0: torch.Tensor) -> tuple[dict, int | None]:

@@ -137,12 +137,12 @@ def test_save_load_continue_equals_an_uninterrupted_run(tmp_path):
     fresh = copy.deepcopy(model)
     for batch in batches:
         ed.edit(batch)
-    ed2 = Editor(fresh, tok, "memit-seq", hparams=HP, stats=ed._C0, templates=TEMPLATES,
+    ed2 = Editor(fresh, tok, "memit-seq", hparams=HP, stats=ed.stats, templates=TEMPLATES,
                  progress=False)
     ed2.edit(batches[0])
     ed2.save(tmp_path / "state")
     resumed_model = sharp_model("gpt2")[0]  # a new process would load the model afresh
-    ed3 = Editor.load(tmp_path / "state", resumed_model, tok, stats=ed._C0, progress=False)
+    ed3 = Editor.load(tmp_path / "state", resumed_model, tok, stats=ed.stats, progress=False)
     assert ed3.templates == TEMPLATES and ed3.hparams == HP and ed3.ids == ed2.ids
     for batch in batches[1:]:
         ed3.edit(batch)
@@ -242,7 +242,7 @@ def test_toy_memit_seq_keeps_earlier_edits_where_memit_forgets(monkeypatch):
 
         def rel(layer):
             K, V = first[layer]
-            W, W0 = ed.memory(layer).W64, ed._original[layer].double()
+            W, W0 = ed.memory(layer).W64, ed.original_weight(layer).double()
             return float((W @ K - V).norm() / (V - W0 @ K).norm())
         after_first = [rel(layer) for layer in hp.layers]
         for b in range(1, 4):
