@@ -121,7 +121,34 @@ def test_add_to_output_shape_errors(setup):
     assert _no_hooks(model)
 
 
-def test_stop_forward_is_only_caught_by_contexts():
-    assert issubclass(StopForward, Exception)
-    with pytest.raises(StopForward):
-        raise StopForward
+def test_stop_forward_is_only_caught_by_contexts(setup):
+    """A stop ends the forward pass inside the context, and nowhere else: the context swallows
+    StopForward and nothing but StopForward."""
+    model, batch = setup
+    later = []
+    counter = models.block(model, 1).register_forward_hook(lambda *_: later.append(1))
+    try:
+        with Trace(models.block(model, 0), stop=True) as trace:  # no exception escapes
+            _logits(model, batch)
+        assert trace.output is not None and later == []  # block 1 never ran
+
+        with pytest.raises(RuntimeError, match="not a stop"):  # other errors pass through
+            with Trace(models.block(model, 0), stop=True):
+                raise RuntimeError("not a stop")
+        with pytest.raises(RuntimeError, match="not a stop"):
+            with TraceDict(model, [models.edited_name(model, 0)], stop=True):
+                raise RuntimeError("not a stop")
+
+        def raise_stop(*_):
+            raise StopForward
+        handle = models.block(model, 0).register_forward_hook(raise_stop)
+        try:  # a StopForward from outside any context reaches the caller: the model keeps it
+            with pytest.raises(StopForward):
+                _logits(model, batch)
+        finally:
+            handle.remove()
+        _logits(model, batch)  # and with no stop registered the pass runs to the end
+        assert later == [1]
+    finally:
+        counter.remove()
+    assert _no_hooks(model)
