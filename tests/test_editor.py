@@ -67,22 +67,92 @@ def test_edit_lands_and_revert_is_bit_exact(arch):
     assert ed.ids == [] and ed.n_edits == 0
 
 
-@pytest.mark.parametrize("method", ["memit", "alphaedit", "alphaedit-nocache", "prune", "rect",
-                                    "memit-seq-prune-err", "memit-seq-rect-err"])
-def test_every_method_runs_and_changes_only_the_edited_layers(method):
-    hp = HP.replace(nullspace_threshold=1e9) if method.startswith("alphaedit") else HP
-    ed, model, tok = make_editor(method=method, hparams=hp)  # P = I for the tiny C0
-    before = weights(model)
+def record_steps(monkeypatch) -> list[dict]:
+    """Spy on LinearMemory.edit: each call's K, V, and W (float64) before and after."""
+    steps, real = [], LinearMemory.edit
+
+    def spy(self, K, V, ids=None):
+        before = self.W64.clone()
+        out = real(self, K, V, ids)
+        steps.append({"K": K.double(), "V": V.double(), "W": before, "W_new": self.W64.clone()})
+        return out
+
+    monkeypatch.setattr(LinearMemory, "edit", spy)
+    return steps
+
+
+def dense_update(method: str, K, R, C0, P, lam: float, ridge: float) -> torch.Tensor:
+    """The first step's update written out from the papers, with explicit inverses (float64):
+    MEMIT Δ = R Kᵀ (lam C0 + K Kᵀ + ridge I)⁻¹; AlphaEdit (paper form) Δ = R Kᵀ P (K Kᵀ P +
+    ridge I)⁻¹."""
+    eye = torch.eye(K.shape[0], dtype=torch.float64)
+    if method.startswith("alphaedit"):
+        return R @ K.T @ P @ torch.linalg.inv(K @ K.T @ P + ridge * eye)
+    return R @ K.T @ torch.linalg.inv(lam * C0 + K @ K.T + ridge * eye)
+
+
+def half_rank_threshold(C0s: dict) -> float:
+    """An absolute eigenvalue threshold that gives every layer a projector of rank ≈ d/2."""
+    medians = [float(torch.linalg.eigvalsh(C.double()).median()) for C in C0s.values()]
+    return max(medians)
+
+
+@pytest.mark.parametrize("method", ["memit", "memit-seq", "alphaedit", "alphaedit-nocache"])
+def test_every_method_lands_edits_that_equal_the_closed_form(method, monkeypatch):
+    model, tok = sharp_model("gpt2")
+    C0 = stats.second_moments(model, tok, HP.layers, corpus=TEXTS, cache=False, progress=False)
+    hp = HP.replace(nullspace_threshold=half_rank_threshold(C0))
+    ed = Editor(model, tok, method, hparams=hp, stats=C0, templates=TEMPLATES, progress=False)
+    if method.startswith("alphaedit"):  # a projector that really removes directions
+        assert all(0 < ed.rank_P[l] < C0[l].shape[0] for l in hp.layers), ed.rank_P
+    before, steps = weights(model), record_steps(monkeypatch)
     ed.edit(EDITS)
+    assert all(top1(model, tok, r) for r in EDITS), method
+    assert len(steps) == len(hp.layers)
+    for layer, step in zip(hp.layers, steps):
+        W0 = ed.original_weight(layer).double()
+        assert torch.equal(step["W"], W0)  # the first edit of each layer starts from W0
+        R = step["V"] - W0 @ step["K"]
+        eigval, eigvec = torch.linalg.eigh(C0[layer].double())
+        U0 = eigvec[:, eigval < hp.nullspace_threshold]
+        expected = dense_update(method, step["K"], R, C0[layer].double(), U0 @ U0.T, hp.lam,
+                                hp.ridge)
+        got = step["W_new"] - W0
+        assert torch.linalg.norm(got - expected) <= 1e-8 * torch.linalg.norm(expected), layer
+        assert torch.equal(models.read_weight(models.edited_module(model, layer)),
+                           step["W_new"].float())
     changed = {k for k in before if not torch.equal(before[k], model.state_dict()[k])}
     assert changed == {"transformer.h.0.mlp.c_proj.weight", "transformer.h.1.mlp.c_proj.weight"}
 
 
-def test_rome_edits_one_layer_one_fact_at_a_time():
-    ed, model, tok = make_editor(method="rome", hparams=HP.replace(layers=(0,)))
+@pytest.mark.parametrize("method", ["prune", "rect", "memit-seq-prune-err", "memit-seq-rect-err"])
+def test_post_hoc_methods_change_only_the_edited_layers(method):
+    ed, model, tok = make_editor(method=method)
+    before = weights(model)
+    report = ed.edit(EDITS)
+    changed = {k for k in before if not torch.equal(before[k], model.state_dict()[k])}
+    assert changed == {"transformer.h.0.mlp.c_proj.weight", "transformer.h.1.mlp.c_proj.weight"}
+    assert all(report.update_norms[l] > 0 for l in HP.layers)
+
+
+def test_rome_lands_each_edit_with_the_rank_one_closed_form(monkeypatch):
+    from oteseq.editor import _ROME_LAM
+    hp = HP.replace(layers=(0,))
+    ed, model, tok = make_editor(method="rome", hparams=hp)
+    steps = record_steps(monkeypatch)
     report = ed.edit(EDITS)
     assert report.n_edits == 2 and report.steps and set(report.update_norms) == {0}
-    assert sum(top1(model, tok, r) for r in EDITS) >= 1
+    assert all(top1(model, tok, r) for r in EDITS)  # both, not one of two
+    C0 = ed.stats[0].double()
+    A0 = _ROME_LAM * C0 + hp.ridge * torch.eye(C0.shape[0], dtype=torch.float64)
+    assert len(steps) == 2
+    for step in steps:  # one key k per request: Δ = r (A0⁻¹k)ᵀ / (1 + kᵀA0⁻¹k) (rank one)
+        k, r = step["K"], step["V"] - step["W"] @ step["K"]
+        assert k.shape[1] == 1
+        u = torch.linalg.solve(A0, k)
+        expected = r @ u.T / (1.0 + float(k.T @ u))
+        got = step["W_new"] - step["W"]
+        assert torch.linalg.norm(got - expected) <= 1e-8 * torch.linalg.norm(expected)
 
 
 class Boom(RuntimeError):
