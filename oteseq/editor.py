@@ -32,6 +32,7 @@ from .editor_checks import block_output_at_subject
 from .errors import (ConflictError, CorruptStateError, NonFiniteError, OptionError, OteseqError,
                      RequestError, StateMismatchError)
 from .memory import LinearMemory
+from .memory._config import OnConflict
 from .requests import Request
 from .values import compute_values
 
@@ -62,7 +63,7 @@ class Editor:
     """
 
     def __init__(self, model, tok, method: str = "memit-seq", *, hparams=None, stats=None,
-                 on_conflict: str = "replace", progress: bool = True,
+                 on_conflict: OnConflict = "replace", progress: bool = True,
                  templates: Sequence[str] | None = None, seed: int = 0):
         models.arch_of(model)
         self.model, self.tok, self.method = model, tok, method
@@ -273,7 +274,8 @@ class Editor:
         checks.check_same_model(meta, model)
         ed = cls.__new__(cls)
         ed.model, ed.tok, ed.method = model, tok, meta["method"]
-        ed._config, ed.hparams = methods.method(ed.method), methods.Hparams.from_dict(meta["hparams"])
+        ed._config = methods.method(ed.method)
+        ed.hparams = methods.Hparams.from_dict(meta["hparams"])
         ed.on_conflict, ed.progress, ed.templates = meta["on_conflict"], progress, meta["templates"]
         ed.layers = checks.checked_layers(model, ed.hparams.layers)
         if "weights" in meta:

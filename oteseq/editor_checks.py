@@ -156,7 +156,8 @@ def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
     with torch.no_grad(), hooks.Trace(models.block(model, layer), stop=True) as trace:
         model(input_ids=ids, attention_mask=mask, use_cache=False)
     out = trace.output
-    return out[torch.arange(len(rows), device=out.device), torch.tensor(index, device=out.device)].float().T
+    rows_at = torch.arange(len(rows), device=out.device)
+    return out[rows_at, torch.tensor(index, device=out.device)].float().T
 
 
 def check_finite(x: torch.Tensor, what: str) -> None:

@@ -2,9 +2,10 @@
 
 For a request ``(prompt, subject)`` and a template ``t`` (a string with one ``{}``), the text
 ``t.replace("{}", prompt)`` with the subject in the prompt's slot is run through the model and
-the input of the edited module is read at one token (``fact_token``). MEMIT averages over templates in groups: the mean within
-each group, then the mean of the groups. With MEMIT's templates, the bare ``"{}"`` and five
-generated prefixes, that is ``k = ½ k("{}") + ½ · mean₅ k(prefix + prompt)``.
+the input of the edited module is read at one token (``fact_token``). MEMIT averages over
+templates in groups: the mean within each group, then the mean of the groups. With MEMIT's
+templates, the bare ``"{}"`` and five generated prefixes, that is
+``k = ½ k("{}") + ½ · mean₅ k(prefix + prompt)``.
 
 All requested layers are read in one batched forward pass per chunk of texts (right padding,
 attention mask), stopped right after the last edited module.

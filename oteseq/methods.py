@@ -20,7 +20,7 @@ import torch
 
 from . import ols
 from .errors import OptionError
-from .keys import FACT_TOKENS
+from .keys import FACT_TOKENS, FactToken
 
 MethodName = Literal["memit", "memit-seq", "alphaedit", "alphaedit-nocache", "prune", "rect",
                      "memit-seq-prune-err", "memit-seq-rect-err", "rome"]
@@ -69,7 +69,7 @@ class Hparams:
     clamp_norm_factor: float = 0.75  # ‖δ‖ ≤ factor·‖z_init‖: targets stay near the data
     kl_factor: float = 0.0625        # keep "{subject} is a" predictions (essence drift)
     v_weight_decay: float = 0.5      # penalty v_weight_decay·‖δ‖/‖z_init‖²
-    fact_token: str = "subject_last"  # token whose key and residual are edited
+    fact_token: FactToken = "subject_last"  # token whose key and residual are edited
     context_templates: tuple[tuple[int, int], ...] = ((10, 5),)  # (tokens, count) prefixes
     template_source: str = "sample"  # prefixes sampled from the model, or "toy": fixed ones
     mom2_corpus: str = "wikipedia"   # text for C0 (stats.second_moments corpus name)

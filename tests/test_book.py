@@ -132,7 +132,8 @@ def test_opening_cells(chapter):
     path, nb = chapter
     title, setup, parameters = nb.cells[:3]
     assert title.cell_type == "markdown" and title.source.startswith("# "), path.name
-    assert "Run this chapter" in title.source, f"{path.name}: cell 1 needs a 'Run this chapter' note"
+    assert "Run this chapter" in title.source, \
+        f"{path.name}: cell 1 needs a 'Run this chapter' note"
     assert setup.cell_type == "code" and "remove-cell" in tags(setup), path.name
     assert '"google.colab" in sys.modules' in setup.source, path.name
     assert f'%pip install -q "oteseq @ git+{CONFIG["repository"]["url"]}"' in setup.source, \
@@ -228,7 +229,8 @@ def text_outputs(cell) -> str:
     texts = []
     for output in cell.outputs:
         texts.append(output.get("text", "") + output.get("evalue", ""))
-        texts += [value for mime, value in output.get("data", {}).items() if mime.startswith("text/")]
+        texts += [value for mime, value in output.get("data", {}).items()
+                  if mime.startswith("text/")]
     return "\n".join(texts)
 
 
@@ -398,7 +400,8 @@ def test_student_edition_drops_solutions(tmp_path):
 
 def test_student_edition_rejects_unbalanced_markers():
     student_edition = load_script("student_edition")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("```{solution-start} x\n```")])
+    cell = nbformat.v4.new_markdown_cell("```{solution-start} x\n```")
+    nb = nbformat.v4.new_notebook(cells=[cell])
     with pytest.raises(ValueError, match="ends inside a solution"):
         student_edition.strip_solutions(nb)
     nb.cells = [nbformat.v4.new_markdown_cell("```{solution-end}\n```")]
@@ -454,9 +457,11 @@ def test_nbval_hooks_ignore_stderr_compare_stdout_and_skip_stubs(tmp_path):
                      new_output("stream", name="stdout", text="same\n")]
     changed = new_code_cell("print('new')", execution_count=2, metadata=check)
     changed.outputs = [new_output("stream", name="stdout", text="stored\n")]
-    stub = new_code_cell("raise ValueError('a student stub')", metadata={"tags": ["skip-execution"]})
+    stub = new_code_cell("raise ValueError('a student stub')",
+                         metadata={"tags": ["skip-execution"]})
     nb = new_notebook(cells=[noisy, changed, stub])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
     nbformat.write(nb, tmp_path / "book" / "probe.ipynb")
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)

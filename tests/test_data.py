@@ -22,7 +22,8 @@ from oteseq.errors import OfflineError, OptionError
 
 CF = [{"case_id": 7, "pararel_idx": 4242,
        "requested_rewrite": {"prompt": "The headquarters of {} is in", "relation_id": "P159",
-                             "subject": "Norvanta Rail", "target_new": {"str": "Lisbon", "id": "Q597"},
+                             "subject": "Norvanta Rail",
+                             "target_new": {"str": "Lisbon", "id": "Q597"},
                              "target_true": {"str": "Oslo", "id": "Q585"}},
        "paraphrase_prompts": ["Some prefix. Norvanta Rail is headquartered in"],
        "neighborhood_prompts": ["The headquarters of Fjordline Bus is in"],

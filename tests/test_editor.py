@@ -310,7 +310,7 @@ def test_toy_memit_seq_keeps_earlier_edits_where_memit_forgets(monkeypatch):
         ed.edit(reqs[:10])
         first = {layer: kv for layer, kv in zip(hp.layers, list(seen))}
 
-        def rel(layer):
+        def rel(layer, first=first, ed=ed):
             K, V = first[layer]
             W, W0 = ed.memory(layer).W64, ed.original_weight(layer).double()
             return float((W @ K - V).norm() / (V - W0 @ K).norm())

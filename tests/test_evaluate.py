@@ -172,7 +172,8 @@ def test_counterfact_generation_fluency_and_consistency():
 # ---------------------------------------------------------------- zsRE
 
 def test_zsre_token_accuracy_by_hand():
-    tok = WordTok("Who made Acme ? was by Big Corp Inc Small nq question: who wrote it? Ann".split())
+    words = "Who made Acme ? was by Big Corp Inc Small nq question: who wrote it? Ann"
+    tok = WordTok(words.split())
     table = {"Acme": {"Big": 0.7}, "Big": {"Inc": 0.6, "Corp": 0.3}, "by": {"Small": 0.8},
              "it?": {"Ann": 0.9}}
     model = BigramLM(tok, table)

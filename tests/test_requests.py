@@ -40,7 +40,8 @@ def test_empty_subject_or_target(field):
 def test_from_counterfact_record():
     record = {"case_id": 3, "requested_rewrite": {
         "prompt": "The headquarters of {} is in", "relation_id": "P159", "subject": "Norvanta Rail",
-        "target_new": {"str": "Lisbon", "id": "Q597"}, "target_true": {"str": "Oslo", "id": "Q585"}}}
+        "target_new": {"str": "Lisbon", "id": "Q597"},
+        "target_true": {"str": "Oslo", "id": "Q585"}}}
     req = Request.from_counterfact(record)
     assert req == Request("The headquarters of {} is in", "Norvanta Rail", "Lisbon",
                           relation="P159", target_true="Oslo")
@@ -48,7 +49,8 @@ def test_from_counterfact_record():
 
 
 def test_from_zsre_record():
-    record = {"subject": "Harbor Light Quartet", "src": "What label is Harbor Light Quartet signed to?",
+    record = {"subject": "Harbor Light Quartet",
+              "src": "What label is Harbor Light Quartet signed to?",
               "answers": ["Verve"], "alt": "Blue Note", "rephrase": "x", "loc": "y", "loc_ans": "z"}
     req = Request.from_zsre(record)
     assert req.prompt == "What label is {} signed to?" and req.target == "Verve"
@@ -61,4 +63,4 @@ def test_submodules_are_reachable_as_attributes():
 
     assert oteseq.methods.default_hparams is not None and oteseq.stats.second_moments is not None
     with pytest.raises(AttributeError, match="no attribute"):
-        oteseq.not_a_module
+        _ = oteseq.not_a_module

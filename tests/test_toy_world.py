@@ -45,7 +45,7 @@ def test_world_has_the_promised_size():
         assert all(q.endswith("?") for q in rel.questions)
     assert sum(" " in o for r in w.relations.values() for o in r.objects) >= 10
     assert len(w.facts) == len(w.subjects) * len(w.relations)
-    for (subject, rid), obj in list(w.facts.items())[:500]:
+    for (_subject, rid), obj in list(w.facts.items())[:500]:
         assert obj in w.relations[rid].objects
 
 

@@ -89,7 +89,8 @@ def check_counterfact_record(record: Any, where: str = "CounterFact record") -> 
 def check_records(records: Any, schema: Any, source: str) -> None:
     """Check a JSON list of records; errors name ``source``, the index and any ``case_id``."""
     if not isinstance(records, list):
-        raise SchemaError(f"{source}: expected a JSON list of records, got {type(records).__name__}")
+        raise SchemaError(f"{source}: expected a JSON list of records, got "
+                          f"{type(records).__name__}")
     if schema is COUNTERFACT and records and isinstance(records[0], dict) and \
             "requested_rewrite" not in records[0] and all(k in records[0] for k in EASYEDIT_FLAT):
         raise SchemaError(f"{source}: {FLAT_HINT}")

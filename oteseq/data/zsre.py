@@ -1,4 +1,5 @@
-"""zsRE (MEND evaluation split) from the authors' site: ``{REMOTE_ROOT_URL}/data/dsets/zsre_mend_eval.json``."""
+"""zsRE (MEND evaluation split) from the authors' site:
+``{REMOTE_ROOT_URL}/data/dsets/zsre_mend_eval.json``."""
 from __future__ import annotations
 
 from typing import Any

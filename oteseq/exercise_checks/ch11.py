@@ -13,7 +13,8 @@ ATOL = 1e-9
 
 
 def _rewrite_reference(nll_new: torch.Tensor, nll_true: torch.Tensor) -> tuple[float, float]:
-    """Efficacy ``mean[NLL_true > NLL_new]`` and magnitude ``mean[exp(−NLL_new) − exp(−NLL_true)]``."""
+    """Efficacy ``mean[NLL_true > NLL_new]`` and magnitude
+    ``mean[exp(−NLL_new) − exp(−NLL_true)]``."""
     success = (nll_true > nll_new).double().mean()
     magnitude = (torch.exp(-nll_new) - torch.exp(-nll_true)).mean()
     return float(success), float(magnitude)
@@ -78,7 +79,7 @@ def check_protocol_batches(fn: Callable) -> float:
     Returns 0.0 (the comparison is exact).
     """
     name, errors = "check_protocol_batches", []
-    for case, (n, B) in enumerate([(10, 5), (7, 3), (4, 10), (12, 1), (0, 3)]):
+    for n, B in [(10, 5), (7, 3), (4, 10), (12, 1), (0, 3)]:
         records = [{"case_id": i} for i in range(n)]
         try:
             got = fn(list(records), B)

@@ -96,7 +96,8 @@ def check_rls_replace(fn: Callable) -> float:
         kept = [(K[:, m:], V[:, m:]), (K_new, V_new)]
         expected_W = _weighted_ote(p["W0"], p["C0"], p["lam"], kept)
         A_new = A - K[:, :m] @ K[:, :m].T + K_new @ K_new.T
-        got_W, got_inv = as_tensor(name, out[0], W, "W_new"), as_tensor(name, out[1], A, "A_inv_new")
+        got_W = as_tensor(name, out[0], W, "W_new")
+        got_inv = as_tensor(name, out[1], A, "A_inv_new")
         errors.append(max(
             compare(name, got_inv, torch.linalg.inv(A_new), case, args, "(A − K_old K_oldᵀ + "
                     "K_new K_newᵀ)⁻¹", "Woodbury with U = [K_new, K_old] and signs "

@@ -62,8 +62,10 @@ def make_options(*, accumulate: bool, ridge: float, post: object, error_feedback
                                       or not isinstance(refresh_every, int) or refresh_every < 1):
         raise _option_error("refresh_every", refresh_every,
                             "a positive number of steps, or None to refresh on drift only")
-    return MemoryOptions(accumulate=accumulate, ridge=nonnegative(ridge, "ridge"), post=post,
-                         error_feedback=error_feedback, on_conflict=on_conflict,
+    return MemoryOptions(accumulate=accumulate, ridge=nonnegative(ridge, "ridge"),
+                         post=post,  # type: ignore[arg-type]  # checked above
+                         error_feedback=error_feedback,
+                         on_conflict=on_conflict,  # type: ignore[arg-type]  # checked above
                          refresh_every=refresh_every)
 
 

@@ -16,12 +16,12 @@ rounding of ``K Kᵀ`` (≥ 1e16) swamps the O(1) constraints that a retract mus
 
 def as_float64(x: object, name: str, device: torch.device | None = None) -> torch.Tensor:
     """A finite floating tensor (on ``device`` when given), as float64."""
-    x = check_floating(x, name)
-    if device is not None and x.device != device:
-        raise DeviceDtypeError(f"{name} is on {x.device} but the memory lives on {device}; "
+    tensor = check_floating(x, name)
+    if device is not None and tensor.device != device:
+        raise DeviceDtypeError(f"{name} is on {tensor.device} but the memory lives on {device}; "
                                f"move it with {name}.to({str(device)!r})")
-    check_finite(x, name)
-    return x.to(torch.float64)
+    check_finite(tensor, name)
+    return tensor.to(torch.float64)
 
 
 def check_weight(W0: object) -> torch.Tensor:
@@ -30,7 +30,8 @@ def check_weight(W0: object) -> torch.Tensor:
     if W.ndim != 2:
         raise ShapeError(f"W0 has shape {tuple(W.shape)}; pass the weight as a (d_out, d_in) "
                          f"matrix (transpose GPT-2 Conv1D weights at the model boundary)")
-    return W.clone() if W0.dtype == torch.float64 else W  # never alias the caller's tensor
+    aliased = W is W0  # float64 input: .to() returned the caller's tensor itself
+    return W.clone() if aliased else W  # never alias the caller's tensor
 
 
 def check_square(C: object, d: int, name: str, device: torch.device) -> torch.Tensor:
@@ -39,7 +40,7 @@ def check_square(C: object, d: int, name: str, device: torch.device) -> torch.Te
     if M.shape != (d, d):
         raise ShapeError(f"{name} has shape {tuple(M.shape)} but W0 has d_in = {d}; pass the "
                          f"({d}, {d}) matrix of the same layer's input space")
-    check_symmetric(M, name, C.dtype)  # type: ignore[union-attr]
+    check_symmetric(M, name, check_floating(C, name).dtype)
     return (M + M.T) / 2
 
 

@@ -235,7 +235,7 @@ def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:
 
 def _auto_ids(store: ConstraintStore, n: int, next_auto: int) -> tuple[list[Id], int]:
     """``"edit-<n>"`` ids that no active constraint uses."""
-    ids = []
+    ids: list[Id] = []
     while len(ids) < n:
         candidate = f"edit-{next_auto}"
         next_auto += 1

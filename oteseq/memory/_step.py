@@ -99,6 +99,7 @@ def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: tor
     R = V_s - st.W @ K_s
     delta = (R * signs) @ system.X.T                                   # R_s S B_sᵀ A'⁻¹
     if opt.error_feedback:
+        assert st.E is not None  # a memory with error feedback always carries E
         delta = delta - st.E @ system.A_inv                            # − E A'⁻¹ (A' symmetric)
     post = _post_operator(opt.post)
     delta_hat = delta if post is None else _checked_post(post(delta, st.W), st.W)
@@ -111,10 +112,11 @@ def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: tor
 
 def _post_operator(post: object) -> PostHoc | None:
     if post is None or callable(post):
-        return post  # type: ignore[return-value]
+        return post
     from oteseq import ols
 
-    return {"prune": ols.prune, "rect": ols.rect}[post]  # type: ignore[index]
+    operators: dict[str, PostHoc] = {"prune": ols.prune, "rect": ols.rect}
+    return operators[str(post)]
 
 
 def _checked_post(delta_hat: object, W: torch.Tensor) -> torch.Tensor:

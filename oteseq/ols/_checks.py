@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import torch
 
 from oteseq.errors import DeviceDtypeError, NonFiniteError, NotPSDError, OptionError, ShapeError
 
-Keys = torch.Tensor | Sequence[torch.Tensor]
+Keys: TypeAlias = "torch.Tensor | Sequence[torch.Tensor]"
 
 
-def to_f64(**named: torch.Tensor | None) -> list[torch.Tensor | None]:
+def to_f64(**named: torch.Tensor | None) -> list[Any]:
     """Check that the named tensors are finite floating tensors on one device; return float64.
 
-    ``None`` entries pass through unchanged (optional arguments such as ``K_p``).
+    ``None`` entries pass through unchanged (optional arguments such as ``K_p``); the list is
+    typed ``Any`` so that callers unpack required tensors without a cast per name.
     """
     present = {name: check_floating(x, name) for name, x in named.items() if x is not None}
     if len({x.device for x in present.values()}) > 1:
@@ -52,7 +54,7 @@ def cat_batches(K: Keys, name: str) -> torch.Tensor:
     """One (rows, n) tensor from a tensor or a list of column batches (concatenated along dim 1)."""
     if isinstance(K, torch.Tensor):
         return K
-    batches = list(K)
+    batches: list[torch.Tensor] = list(K)
     if not batches:
         raise ShapeError(f"{name} is an empty list of batches; pass at least one (d, n) tensor")
     rows = {b.shape[0] if b.ndim == 2 else None for b in batches}

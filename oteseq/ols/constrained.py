@@ -55,7 +55,7 @@ def rome(W: torch.Tensor, C: torch.Tensor | None, k: torch.Tensor,
         u = k64
     else:
         check_square(C64, W64.shape[1], "C")
-        check_symmetric(C64, "C", C.dtype)
+        check_symmetric(C64, "C", C.dtype)  # type: ignore[union-attr]  # C given when C64 is
         u = solve_spd64(C64, k64, side="left", name="C")  # C⁻¹ k
     denominator = float(k64.T @ u)
     if not denominator > 0.0:

@@ -145,7 +145,7 @@ def alphaedit_step(W: torch.Tensor, K: torch.Tensor, V: torch.Tensor, P: torch.T
         A = A + PKp @ PKp.T
     if C is not None:
         check_square(C, d_in, "C0")
-        check_symmetric(C, "C0", C0.dtype)
+        check_symmetric(C, "C0", C0.dtype)  # type: ignore[union-attr]  # C0 given when C is
         A = A + lam * (P64 @ C @ P64)
     return solve_spd64(A, (V64 - W64 @ K64) @ PK.T).to(W.dtype)
 
