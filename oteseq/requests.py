@@ -39,7 +39,7 @@ class Request:
     @classmethod
     def from_counterfact(cls, record: Mapping[str, Any]) -> "Request":
         """The requested rewrite of a CounterFact / multi-CounterFact record."""
-        from .data.schemas import check_counterfact_record
+        from .schemas import check_counterfact_record
         check_counterfact_record(record)
         rw = record["requested_rewrite"]
         return cls(prompt=rw["prompt"], subject=rw["subject"], target=rw["target_new"]["str"],

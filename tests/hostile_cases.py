@@ -112,7 +112,7 @@ def _changed_behind_back(w: World):
 
 def _editor(**kwargs):
     def run(w: World):
-        options = {"hparams": HP, "stats": w.ed._C0, "templates": w.ed.templates,
+        options = {"hparams": HP, "stats": w.ed.stats, "templates": w.ed.templates,
                    "progress": False, **kwargs}
         method = options.pop("method", "memit-seq")
         return Editor(w.model, w.tok, method, **options)
@@ -154,7 +154,7 @@ def _load(tamper: Callable[[Path], None], model_change: Callable | None = None):
         try:
             if model_change is not None:
                 model_change(w.model)
-            return Editor.load(path, w.model, w.tok, stats=w.ed._C0, progress=False)
+            return Editor.load(path, w.model, w.tok, stats=w.ed.stats, progress=False)
         finally:
             w.model.load_state_dict(keep)
     return run

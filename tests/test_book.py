@@ -421,7 +421,8 @@ def test_screenshot_covers_every_chapter(tmp_path, monkeypatch):
     screenshot = load_script("screenshot")
     assert screenshot.chapter_pages() == [path.stem for path in CHAPTERS]
     shot = []
-    monkeypatch.setattr(screenshot, "screenshots", lambda pages, outs, **_: shot.extend(outs) or outs)
+    monkeypatch.setattr(screenshot, "screenshots",
+                        lambda pages, outs, **_: shot.extend(outs) or outs)
     screenshot.main(["--all", str(tmp_path)])
     assert shot == [tmp_path / f"{path.stem}.png" for path in CHAPTERS]
 

@@ -42,7 +42,7 @@ def test_a_save_failing_at_the_second_layer_keeps_the_old_state(tmp_path, monkey
         ed.save(tmp_path / "s")
     assert len(list((tmp_path / "s").glob("state-*"))) == 1  # the new folder was removed
     ed.revert()
-    loaded = Editor.load(tmp_path / "s", model, tok, stats=ed._C0, progress=False)
+    loaded = Editor.load(tmp_path / "s", model, tok, stats=ed.stats, progress=False)
     assert same(old, {l: loaded.memory(l).state_dict() for l in loaded.layers})
     assert loaded.n_edits == 1
 
@@ -55,7 +55,7 @@ def test_save_round_trip_keeps_extra_and_replaces_the_old_folder(tmp_path):
     ed.save(tmp_path / "s", extra={"batch": 2})
     assert len(list((tmp_path / "s").glob("state-*"))) == 1
     ed.revert()
-    loaded = Editor.load(tmp_path / "s", model, tok, stats=ed._C0, progress=False)
+    loaded = Editor.load(tmp_path / "s", model, tok, stats=ed.stats, progress=False)
     assert loaded.extra == {"batch": 2} and loaded.n_edits == 2
     assert loaded.ids == [EDITS[0].id, EDITS[1].id]
 
@@ -77,7 +77,7 @@ def test_a_version_1_save_still_loads(tmp_path):
     (tmp_path / "editor.json").write_text(json.dumps(meta))
     state = {l: ed.memory(l).state_dict() for l in ed.layers}
     ed.revert()
-    loaded = Editor.load(tmp_path, model, tok, stats=ed._C0, progress=False)
+    loaded = Editor.load(tmp_path, model, tok, stats=ed.stats, progress=False)
     assert same(state, {l: loaded.memory(l).state_dict() for l in loaded.layers})
     loaded.save(tmp_path)  # rewritten as version 2: the old layer folders go
     assert not list(tmp_path.glob("layer_*")) and len(list(tmp_path.glob("state-*"))) == 1

@@ -9,7 +9,7 @@ from .cache import data_dir
 from .catalog import NAMES, load
 from .counterfact import attribute_snippets, counterfact, tfidf
 from .glue import glue
-from .schemas import SchemaError
+from ..schemas import SchemaError
 from .zsre import zsre
 
 __all__ = ["NAMES", "SchemaError", "attribute_snippets", "counterfact", "data_dir", "glue",

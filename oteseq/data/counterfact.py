@@ -15,7 +15,7 @@ import numpy as np
 
 from ..tfidf import tfidf_vectorizer
 from .cache import fetch
-from .schemas import COUNTERFACT, FLAT_HINT, SNIPPETS, SchemaError, check_records
+from ..schemas import COUNTERFACT, FLAT_HINT, SNIPPETS, SchemaError, check_records
 
 REMOTE_ROOT_URL = "https://memit.baulab.info"
 DSETS_URL = f"{REMOTE_ROOT_URL}/data/dsets"

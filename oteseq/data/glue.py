@@ -31,7 +31,7 @@ from typing import Any, Callable
 from ..errors import OptionError
 from .cache import data_dir, fetch, write_atomic
 from .counterfact import read_json
-from .schemas import GLUE, check_labels
+from ..schemas import GLUE, check_labels
 
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data"
 MRPC_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt"
@@ -64,7 +64,7 @@ def _is_tar(path: Path) -> None:
 def _hint(task: str = "") -> str:
     target = data_dir() / "glue" / f"{task or '<task>'}.json"
     return (f"or write {target} yourself: a JSON list of test items with the fields of "
-            "oteseq.data.schemas.GLUE and an integer label (see oteseq.data.glue)")
+            "oteseq.schemas.GLUE and an integer label (see oteseq.data.glue)")
 
 
 def _sst2() -> list[dict]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from .cache import fetch
 from .counterfact import DSETS_URL, _json_checker, read_json
-from .schemas import ZSRE, SchemaError
+from ..schemas import ZSRE, SchemaError
 
 NAME = "zsre_mend_eval.json"
 

@@ -5,7 +5,8 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import torch
 
-from oteseq.errors import DeviceDtypeError, NotPSDError, RequestError, ShapeError
+from oteseq.errors import (DeviceDtypeError, NonFiniteError, NotPSDError, RequestError,
+                           ShapeError)
 from oteseq.ols._checks import check_finite, check_floating, check_symmetric
 
 Id = Hashable  # str, int, or a tuple of str / int

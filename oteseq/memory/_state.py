@@ -114,9 +114,10 @@ def state_dict_header(state: MemoryState) -> dict:
             "options": _options_json(state.options)}
 
 
-_FIELDS = {"d_out": int, "d_in": int, "dtype": str, "lam": (int, float), "options": dict,
-           "ids": list, "steps": int, "since_refresh": int, "n_refreshes": int, "next_auto": int,
-           "drift_floor": (int, float)}
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "d_out": int, "d_in": int, "dtype": str, "lam": (int, float), "options": dict,
+    "ids": list, "steps": int, "since_refresh": int, "n_refreshes": int, "next_auto": int,
+    "drift_floor": (int, float)}
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 

@@ -14,11 +14,15 @@ scaled or perturbed tensor gives residuals of order 1e-3 to 1.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from oteseq.errors import CorruptStateError
 from oteseq.memory import _algebra as alg
-from oteseq.memory._state import MemoryState
+
+if TYPE_CHECKING:  # annotations only: _state imports this module to verify a load
+    from oteseq.memory._state import MemoryState
 
 TOL = 1e-6
 

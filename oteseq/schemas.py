@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..errors import SchemaError
+from .errors import SchemaError
 
 
 TARGET = {"str": str, "id?": str}
