@@ -11,7 +11,8 @@ Every method edits the same records in T = n/B batches with the toy model's defa
 hyperparameters, then all records are evaluated on the final model
 (``oteseq.experiments.run_sequential``); ``memit-seq`` also edits all n at once (one-time
 editing, the reference). Writes into ``book/results/<scale>/`` (``--model toy``) or
-``oteseq/toy/results/<version>/<evaluate>-<scale>/seed<seed>/`` (``--model toy-v2`` etc.), or ``--out``:
+``oteseq/toy/results/<version>/<evaluate>-<scale>/seed<seed>/`` (``--model toy-v2``), or
+``--out``:
 ``table.json`` (configuration, versions, metrics, timings, SE-vs-OTE weight distances per
 method), ``table.md``, ``curves.png``, ``methods.png`` and ``runs/<method>.json`` (each full
 Result). ``--seed`` picks the records and the run's seed; ``--aggregate DIR`` reads
@@ -262,7 +263,8 @@ def conflicts_markdown(table: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="ci")
-    parser.add_argument("--model", default="toy", help="toy (= the default), or a named version: toy-v1, toy-v2, toy-v3")
+    parser.add_argument("--model", default="toy",
+                        help="toy (the default version), toy-v1 or toy-v2")
     parser.add_argument("--seed", type=int, default=0, help="records and run seed")
     parser.add_argument("--evaluate", choices=("counterfact", "zsre"), default="counterfact")
     parser.add_argument("--no-one-time", action="store_true", help="skip the one-time run")

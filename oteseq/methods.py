@@ -199,11 +199,12 @@ def _generic(model) -> dict:
 def default_hparams(model_or_name, method_name: str = "memit-seq") -> Hparams:
     """Hyperparameters for a model (object or name) and a method.
 
-    GPT-2 XL, GPT-J-6B, Llama-3-8B: the reference values (editing-anchors §5). gpt2 /
-    gpt2-medium / gpt2-large: chosen (see ``_CHOSEN``). The packaged toy models: their own
-    defaults (``oteseq.toy.versions``). Other models: the XL band of layers scaled to the
-    depth. Method changes: AlphaEdit ridge 10 (the toy models' own ridge); ``_err`` ridge 1 (the reference's +I); ROME one layer (the reference's), clamp 4 (3 for gpt2-medium) and 21
-    templates.
+    GPT-2 XL, GPT-J-6B, Llama-3-8B: the reference values (MEMIT's and AlphaEdit's released
+    hyperparameters). gpt2 / gpt2-medium / gpt2-large: chosen (see ``_CHOSEN``). The packaged
+    toy models: their own defaults (``oteseq.toy.versions``). Other models: the XL band of
+    layers scaled to the depth. Method changes: AlphaEdit ridge 10 (the toy models' own
+    ridge); ``_err`` ridge 1 (the reference's +I); ROME one layer (the reference's), clamp 4 (3
+    for gpt2-medium) and 21 templates.
     """
     m = method(method_name)
     toy = _toy(model_or_name)

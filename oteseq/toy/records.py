@@ -34,7 +34,8 @@ def _pairs(w: World, n: int, rng: random.Random,
     keys = sorted(w.facts)
     if not 0 <= n <= len(keys):
         raise OptionError(f"n={n}: the toy world has {len(keys)} facts; ask for at most that "
-                          "many or build a bigger world with oteseq.toy.world(seed, n_subjects=...)")
+                          "many or build a bigger world with "
+                          "oteseq.toy.world(seed, n_subjects=...)")
     return rng.sample(keys, n)
 
 
