@@ -15,7 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+CHAPTERS = sorted(BOOK.glob("[0-9][0-9]*_*.ipynb"))   # 03b_…: a section of chapter 3
 ALLOWED_TAGS = {"remove-cell", "remove-input", "remove-output", "hide-cell", "hide-input",
                 "hide-output", "parameters", "skip-execution", "nbval-skip",
                 "nbval-ignore-output", "nbval-check-output", "raises-exception"}
@@ -40,7 +40,11 @@ def toc_files() -> list[str]:
     files = [toc["root"]]
     for part in toc["parts"]:
         assert part.get("caption"), f"every part in _toc.yml needs a caption: {part}"
-        files += [entry["file"] for entry in part["chapters"]]
+        entries = list(part["chapters"])
+        while entries:                      # chapters and their sections, in order
+            entry = entries.pop(0)
+            files.append(entry["file"])
+            entries[:0] = entry.get("sections", [])
     return files
 
 
