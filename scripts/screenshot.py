@@ -68,7 +68,7 @@ def serve(html_dir: Path) -> http.server.ThreadingHTTPServer:
 
 def chapter_pages() -> list[str]:
     """Every chapter of the book (``book/NN_*.ipynb``), by page name."""
-    return [path.stem for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))]
+    return [path.stem for path in sorted((ROOT / "book").glob("[0-9][0-9]*_*.ipynb"))]
 
 
 def screenshots(pages: list[str], outs: list[Path], *, width: int = 1280, height: int = 2400,
