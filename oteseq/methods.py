@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from . import ols
+from .projectors import cached_projector
 from .errors import OptionError
 from .keys import FACT_TOKENS, FactToken
 
@@ -139,14 +139,15 @@ def memory_options(name: str, hp: Hparams, C0: torch.Tensor) -> tuple[dict, int 
     AlphaEdit: ``lam = 0`` (C0 enters only through ``P``), ``ridge = alpha``. The ``_err``
     variants add ``ridge·I`` (the reference's ``+I``). RECT keeps 20 % of the entries (the
     original RECT and the ``_err`` reference; ``MEMIT_seq_rect`` kept 40 %) — a fixed string
-    operator, so the memory stays saveable.
+    operator, so the memory stays saveable. AlphaEdit's ``P`` comes from
+    :func:`oteseq.projectors.cached_projector` (computed once per ``C0`` and threshold).
     """
     m = method(name)
     kwargs = dict(lam=hp.lam if m.uses_lam else 0.0, accumulate=m.accumulate, ridge=hp.ridge,
                   error_feedback=m.error_feedback)
     rank = None
     if m.projection:
-        kwargs["projection"], rank = ols.nullspace_projector(C0, hp.nullspace_threshold)
+        kwargs["projection"], rank = cached_projector(C0, hp.nullspace_threshold)
     if m.post is not None:
         kwargs["post"] = m.post
     return kwargs, rank

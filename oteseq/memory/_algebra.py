@@ -20,9 +20,13 @@ def base_matrix(C0: torch.Tensor, lam: float, ridge: float,
     """``A0``: the part of the normal matrix that no constraint contributes.
 
     Closed form: ``lam C0 + ridge I`` without a projector, ``ridge I + lam P C0 P`` with one.
+    With ``lam = 0`` (AlphaEdit) it is ``ridge I``: ``P C0 P`` is never formed (two O(d³)
+    products that would be multiplied by zero).
     Shapes: ``C0`` (d, d), ``P`` (d, d) or ``None`` → (d, d) float64.
     """
     eye = torch.eye(C0.shape[0], dtype=C0.dtype, device=C0.device)
+    if lam == 0.0:
+        return ridge * eye
     preserved = C0 if P is None else P @ C0 @ P
     A0 = lam * preserved + ridge * eye
     return (A0 + A0.T) / 2

@@ -227,6 +227,11 @@ def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:
     """``A0⁻¹``, or ``None`` while ``A0`` is singular (e.g. ``lam = 0`` and no ridge)."""
     if A0.shape[0] == 0 or not bool(A0.any()):
         return None
+    scale = float(A0[0, 0])
+    if scale > 0.0 and bool((A0.diagonal() == scale).all()) and \
+            int(torch.count_nonzero(A0)) == A0.shape[0]:
+        # A0 = ridge·I (lam = 0, e.g. AlphaEdit): the inverse is I / ridge, no factorisation
+        return torch.eye(A0.shape[0], dtype=A0.dtype, device=A0.device) / scale
     try:
         return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1]
     except SingularSystemError:

@@ -39,8 +39,22 @@ def nullspace_projector(C0: torch.Tensor, threshold: float = 2e-2, *,
     check_symmetric(C, "C0", C0.dtype)
     eigenvalues, U = torch.linalg.eigh((C + C.T) / 2)  # ascending
     keep = kept_directions(eigenvalues, threshold, mode)
-    U0 = U[:, keep]
-    return (U0 @ U0.T).to(C0.dtype), int(keep.sum())
+    return span_projector(U, keep).to(C0.dtype), int(keep.sum())
+
+
+def span_projector(U: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``U0 U0ᵀ`` with ``U0 = U[:, keep]`` for orthonormal ``U`` (d, d), from the smaller side.
+
+    Closed form: ``U0 U0ᵀ = I − U1 U1ᵀ`` with ``U1`` the other columns, so the product costs
+    O(d² min(r, d − r)) instead of O(d² r). Shapes: ``U`` (d, d), ``keep`` (d,) bool → (d, d).
+    """
+    rank, d = int(keep.sum()), U.shape[0]
+    if 2 * rank <= d:
+        U0 = U[:, keep]
+        return U0 @ U0.T
+    U1 = U[:, ~keep]
+    P = torch.eye(d, dtype=U.dtype, device=U.device).addmm_(U1, U1.T, alpha=-1.0)
+    return (P + P.T) / 2
 
 
 def kept_directions(eigenvalues: torch.Tensor, threshold: float, mode: Mode) -> torch.Tensor:

@@ -1,0 +1,115 @@
+"""AlphaEdit's projector: closed form, the cache (memory and disk), and a setup that computes
+nothing AlphaEdit does not use."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oteseq import methods, projectors
+from oteseq.memory import LinearMemory
+from oteseq.memory import _algebra
+from oteseq.ols import nullspace_projector
+
+F64 = torch.float64
+
+
+def second_moment(d: int, rank: int, seed: int) -> torch.Tensor:
+    """C0 = K0 K0ᵀ / N with eigenvalues spread over 1e-4 … 1e1 (some below 2e-2)."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
+    spectrum = torch.logspace(-4, 1, d, dtype=F64)
+    spectrum[: d - rank] = 0.0
+    return (Q * spectrum) @ Q.T
+
+
+def closed_form(C0: torch.Tensor, threshold: float) -> torch.Tensor:
+    eigenvalues, U = torch.linalg.eigh(C0)
+    U0 = U[:, eigenvalues < threshold]
+    return U0 @ U0.T
+
+
+@settings(max_examples=30, deadline=None)
+@given(d=st.integers(1, 24), data=st.data(), threshold=st.sampled_from([1e-3, 2e-2, 0.5, 5.0]),
+       seed=st.integers(0, 10_000))
+def test_projector_equals_the_closed_form(d, data, threshold, seed):
+    """Both branches (U0 U0ᵀ for rank ≤ d/2, I − U1 U1ᵀ above) give the closed form."""
+    C0 = second_moment(d, data.draw(st.integers(0, d)), seed)
+    P, rank = nullspace_projector(C0, threshold)
+    expected = closed_form(C0, threshold)
+    assert rank == int((torch.linalg.eigvalsh(C0) < threshold).sum())
+    assert float((P - expected).abs().max()) <= 1e-12
+    assert torch.equal(P, P.T)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path):
+    projectors.clear_memory_cache()
+    yield tmp_path
+    projectors.clear_memory_cache()
+
+
+def test_cache_hit_returns_the_same_tensor_and_disk_hit_the_same_bits(fresh_cache):
+    C0 = second_moment(12, 9, seed=1)
+    P, rank = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    again, rank_again = projectors.cached_projector(C0.clone(), 2e-2, cache_dir=fresh_cache)
+    assert again is P and rank_again == rank
+    projectors.clear_memory_cache()
+    from_disk, rank_disk = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    assert from_disk is not P and torch.equal(from_disk, P) and rank_disk == rank
+    assert len(list((fresh_cache / "projectors").glob("*.safetensors"))) == 1
+
+
+def test_changing_the_threshold_or_c0_misses(fresh_cache, monkeypatch):
+    C0 = second_moment(12, 9, seed=2)
+    calls = []
+    real = projectors.nullspace_projector
+    monkeypatch.setattr(projectors, "nullspace_projector",
+                        lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    P, rank = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    assert calls == [2e-2]
+    P_big, rank_big = projectors.cached_projector(C0, 2.0, cache_dir=fresh_cache)
+    assert calls == [2e-2, 2.0] and rank_big > rank
+    assert torch.equal(P_big, closed_form(C0, 2.0).to(P_big)) or \
+        float((P_big - closed_form(C0, 2.0)).abs().max()) <= 1e-12
+    changed = C0.clone()
+    changed[0, 0] += 1e-9
+    projectors.cached_projector(changed, 2e-2, cache_dir=fresh_cache)
+    assert calls == [2e-2, 2.0, 2e-2]
+    assert len(list((fresh_cache / "projectors").glob("*.safetensors"))) == 3
+
+
+def test_a_damaged_cache_file_is_recomputed(fresh_cache):
+    C0 = second_moment(8, 6, seed=3)
+    P, _ = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    (file,) = (fresh_cache / "projectors").glob("*.safetensors")
+    file.write_bytes(b"not a safetensors file")
+    projectors.clear_memory_cache()
+    again, _ = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    assert torch.equal(again, P)
+
+
+def test_alphaedit_setup_forms_no_p_c0_p_and_factorises_nothing(monkeypatch, fresh_cache):
+    """lam = 0: A0 = ridge·I exactly, A0⁻¹ = I / ridge without a Cholesky."""
+    monkeypatch.setenv("OTESEQ_CACHE", str(fresh_cache))
+    d, ridge = 10, 10.0
+    C0 = second_moment(d, 7, seed=4)
+    hp = methods.Hparams(layers=(0,), ridge=ridge)
+    kwargs, rank = methods.memory_options("alphaedit", hp, C0)
+    assert kwargs["lam"] == 0.0 and rank == int(torch.linalg.matrix_rank(kwargs["projection"]))
+
+    def forbidden(*args, **kw):
+        raise AssertionError("a dense factorisation ran during AlphaEdit's setup")
+    monkeypatch.setattr(_algebra, "dense_factor", forbidden)
+    products = []
+    real_matmul = torch.Tensor.__matmul__
+    monkeypatch.setattr(torch.Tensor, "__matmul__",
+                        lambda a, b: products.append((a.shape, b.shape)) or real_matmul(a, b))
+    mem = LinearMemory(torch.randn(3, d, dtype=F64), C0, **kwargs)
+    monkeypatch.undo()
+    assert not [p for p in products if p == ((d, d), (d, d))]  # no P @ C0 @ P
+    state = mem._state
+    assert torch.equal(state.A0, ridge * torch.eye(d, dtype=F64))
+    assert torch.equal(state.A_inv, torch.eye(d, dtype=F64) / ridge)
