@@ -7,8 +7,10 @@ Part 1 (speed): one aligned SE (MEMIT-seq) step with ``k`` new keys, ``d_out = d
 what a naive MEMIT-seq implementation does every batch: ``A += K Kᵀ``, Cholesky of ``A``,
 ``X = A⁻¹ K`` by two triangular solves, ``Δ = (V − W K) Xᵀ``. The memory step is
 ``LinearMemory.edit`` (Woodbury update of the maintained ``A⁻¹``, the drift check, ``Δ`` and
-``W += Δ``). Times are the minimum over 3–15 repeats (the machine may be shared); the ratio is
-dense / memory. ``--threads 1`` gives steadier numbers on a busy machine.
+``W += Δ``; the new ``A⁻¹`` and ``W`` are written into the buffers of the state before last,
+which nothing holds any more — a snapshot would keep them and exact rollback stays intact).
+Times are the minimum over 3–15 repeats (the machine may be shared); the ratio is dense /
+memory. ``--threads 1`` gives steadier numbers on a busy machine.
 
 Part 2 (accuracy): thousands of incremental small-batch edits at a moderate ``d``; the relative
 distance ``‖W − W_OTE‖ / ‖W_OTE‖`` to the dense OTE of all edits so far, once with periodic
@@ -111,10 +113,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write the measured numbers to this JSON file")
+    parser.add_argument("--dims", type=int, nargs="+", default=None, help="d_in values (part 1)")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="batch sizes (part 1)")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip part 2")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dims, ks = ([256, 768], [1, 10]) if args.quick else ([768, 3072, 6400], [1, 10, 100])
+    dims, ks = args.dims or dims, args.ks or ks
     acc_d, acc_k, checkpoints = (128, 1, [200, 500]) if args.quick else (1024, 1, [2000, 5000])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"float64\n")
@@ -132,6 +138,14 @@ def main() -> None:
                   f"{t_dense / t_memory:>8.1f}x{mark}", flush=True)
             results["speed"].append({"d_in": d_in, "k": k, "dense_seconds": t_dense,
                                      "memory_seconds": t_memory, "refreshed": refreshed})
+    if not args.no_accuracy:
+        part_two(args, acc_d, acc_k, checkpoints, results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def part_two(args, acc_d: int, acc_k: int, checkpoints: list[int], results: dict) -> None:
     print(f"\nPart 2 — accuracy of {max(checkpoints)} incremental edits of k = {acc_k} key "
           f"(d_in = {acc_d}, d_out = {acc_d // 4}, lam = 1, C0 spectrum ≈ 1e-2…1e2)")
     print(f"{'refresh_every':>14} {'edits':>6} {'‖W − W_OTE‖/‖W_OTE‖':>21} {'refreshes':>10} "
@@ -144,9 +158,6 @@ def main() -> None:
             results["accuracy"]["rows"].append(
                 {"refresh_every": refresh_every, "edits": t, "distance": distance,
                  "refreshes": refreshes, "seconds": elapsed})
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ class Woodbury:
 
 
 def woodbury(A_inv: torch.Tensor, U: torch.Tensor, B: torch.Tensor, signs: torch.Tensor,
-             need_inverse: bool) -> Woodbury | None:
+             need_inverse: bool, out: torch.Tensor | None = None) -> Woodbury | None:
     """Rank-m update/downdate of an inverse: ``(A + B S Bᵀ)⁻¹`` from ``A⁻¹`` in O(d² m).
 
     Closed form, with ``U = A⁻¹ B`` and the capacitance ``C = S + Bᵀ U`` (m, m):
@@ -89,7 +89,8 @@ def woodbury(A_inv: torch.Tensor, U: torch.Tensor, B: torch.Tensor, signs: torch
     ``A'`` stays positive definite iff ``C`` has as many negative eigenvalues as ``S`` has −1
     (Haynsworth inertia); returns ``None`` when it does not or ``C`` is nearly singular, and the
     caller falls back to an exact factorisation (which names the problem if there is one).
-    Shapes: ``A_inv`` (d, d), ``U``, ``B`` (d, m), ``signs`` (m,) of ±1.
+    Shapes: ``A_inv`` (d, d), ``U``, ``B`` (d, m), ``signs`` (m,) of ±1. ``out``: a (d, d)
+    buffer, not ``A_inv`` itself, that receives the new inverse (no allocation).
     """
     C = torch.diag(signs) + B.T @ U
     C = (C + C.T) / 2
@@ -100,7 +101,12 @@ def woodbury(A_inv: torch.Tensor, U: torch.Tensor, B: torch.Tensor, signs: torch
         return None
     C_inv_Ut = torch.linalg.solve(C, U.T)                          # (m, d)
     X = C_inv_Ut.T * signs
-    A_inv_new = torch.addmm(A_inv, U, C_inv_Ut, alpha=-1.0) if need_inverse else None
+    if not need_inverse:
+        A_inv_new = None
+    elif out is not None and out.shape == A_inv.shape and out.dtype == A_inv.dtype:
+        A_inv_new = torch.addmm(A_inv, U, C_inv_Ut, alpha=-1.0, out=out)
+    else:
+        A_inv_new = torch.addmm(A_inv, U, C_inv_Ut, alpha=-1.0)
     return Woodbury(X, A_inv_new, float(magnitude.max() / magnitude.min()))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -169,9 +170,30 @@ class LinearMemory:
         return self._run(st, empty, st.W0.new_zeros(st.W0.shape[0], 0), plan)
 
     def _run(self, st: MemoryState, K: torch.Tensor, V: torch.Tensor, plan: _Plan) -> torch.Tensor:
-        new, delta, report = step(st, K, V, plan.ids, plan.remove_rows, plan.report)
+        old = self._state
+        new, delta, report = step(st, K, V, plan.ids, plan.remove_rows, plan.report,
+                                  out=self._free_spares())
         self._state, self.last_report = new, report  # the commit: nothing before this mutates
+        # the replaced buffers become scratch space for the next step (a new dict: copies of
+        # this memory made by copy.copy keep theirs)
+        self._spares = {name: getattr(old, name) for name in _SPARE_NAMES
+                        if getattr(old, name) is not None and getattr(old, name) is not
+                        getattr(new, name)}
         return delta
+
+    def _free_spares(self) -> dict[str, torch.Tensor]:
+        """Buffers the next step may overwrite: those of a replaced state that nothing holds.
+
+        A step writes its new ``A⁻¹`` and ``W`` into the buffers of the state before the
+        current one (no allocation, no page faults: about 2× less time per step at d = 6400)
+        — but only when no object but this memory references them. A snapshot of the memory
+        (``copy.copy``, as :class:`~oteseq.editor.Editor` takes before a multi-layer edit) or a
+        kept state holds them, and then fresh buffers are used, so restoring any snapshot is
+        bit-exact.
+        """
+        spares = getattr(self, "_spares", {})
+        return {name: spares[name] for name in list(spares)
+                if _unshared(spares, name) and spares[name]._base is None}
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -221,6 +243,18 @@ class LinearMemory:
         new._state = self._state.with_(store=self._state.store.detached())
         new.last_report = self.last_report
         return new
+
+
+_SPARE_NAMES = ("A_inv", "W")
+
+
+def _unshared(holder: dict, name: str) -> bool:
+    """Whether ``holder[name]`` is referenced by ``holder`` alone (CPython reference count,
+    compared with that of a tensor known to be held once, so the check fits the interpreter)."""
+    return sys.getrefcount(holder[name]) <= _HELD_ONCE
+
+
+_HELD_ONCE = sys.getrefcount({"probe": torch.empty(0)}["probe"]) + 1
 
 
 def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:

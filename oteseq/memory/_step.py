@@ -32,8 +32,15 @@ class _System:
 
 
 def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
-         remove_rows: list[int], report: dict) -> tuple[MemoryState, torch.Tensor, StepReport]:
-    """Add ``(K_a, V_a)`` under ``ids_a`` and remove the active ``remove_rows``, atomically."""
+         remove_rows: list[int], report: dict,
+         out: dict[str, torch.Tensor] | None = None) -> tuple[MemoryState, torch.Tensor, StepReport]:
+    """Add ``(K_a, V_a)`` under ``ids_a`` and remove the active ``remove_rows``, atomically.
+
+    ``out`` may name scratch buffers (``"A_inv"``, ``"W"``) of the right shape that nothing else
+    uses; the new inverse and weight are then written there instead of into fresh memory.
+    ``st``'s own tensors are never written.
+    """
+    out = out or {}
     aligned = st.options.accumulate
     store = st.store.changed(remove_rows, K_a, V_a, ids_a)
     if aligned and remove_rows:
@@ -47,9 +54,9 @@ def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
         return st.with_(store=store), torch.zeros_like(st.W), StepReport(**summary)
     signs = torch.cat([K_a.new_ones(K_a.shape[1]), K_r.new_full((K_r.shape[1],), -1.0)])
     B_s = alg.project(K_s, st.P)
-    system = _solve(st, store, B_s, signs)
+    system = _solve(st, store, B_s, signs, out.get("A_inv") if aligned else None)
     refreshed = system.L is not None and aligned
-    delta, W, E = _update(st, store, K_s, V_s, signs, system, refreshed)
+    delta, W, E = _update(st, store, K_s, V_s, signs, system, refreshed, out.get("W"))
     A_inv = system.A_inv if aligned else st.A_inv
     new = st.with_(  # one memory layout, so a reloaded state continues bit for bit
         W=W.contiguous(), E=None if E is None else E.contiguous(), store=store,
@@ -62,7 +69,7 @@ def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
 
 
 def _solve(st: MemoryState, store: ConstraintStore, B_s: torch.Tensor,
-           signs: torch.Tensor) -> _System:
+           signs: torch.Tensor, out: torch.Tensor | None = None) -> _System:
     """``A'⁻¹ B_s`` by Woodbury from the maintained inverse, or by an exact refresh."""
     opt = st.options
     if not opt.accumulate:  # A_t = A0 + B_t B_tᵀ from the fixed A0⁻¹
@@ -77,7 +84,7 @@ def _solve(st: MemoryState, store: ConstraintStore, B_s: torch.Tensor,
                                and st.since_refresh + 1 >= opt.refresh_every)
     K_new = store.columns()[0]
     if not due:
-        wb = alg.woodbury(st.A_inv, st.A_inv @ B_s, B_s, signs, need_inverse=True)
+        wb = alg.woodbury(st.A_inv, st.A_inv @ B_s, B_s, signs, need_inverse=True, out=out)
         if wb is not None:
             drift = alg.forward_error(st.A0, st.P, K_new, wb.X, B_s, wb.A_inv)
             if drift <= max(DRIFT_TOL, DRIFT_GROWTH * st.drift_floor):
@@ -88,8 +95,8 @@ def _solve(st: MemoryState, store: ConstraintStore, B_s: torch.Tensor,
 
 
 def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: torch.Tensor,
-            signs: torch.Tensor, system: _System,
-            refreshed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            signs: torch.Tensor, system: _System, refreshed: bool,
+            out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(Δ̂, W + Δ̂, E_new)``; on an exact refresh ``W = W0 + (V − W0 K)(A⁻¹ B)ᵀ`` directly."""
     opt = st.options
     if opt.exact and refreshed:
@@ -107,7 +114,9 @@ def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: tor
     if opt.error_feedback:  # E = (Δ̂ − Δ) A', with A' = A0 + B Bᵀ over the system's keys
         K_sys = store.columns()[0] if opt.accumulate else K_s
         E = _finite(alg.apply_normal(st.A0, st.P, K_sys, (delta_hat - delta).T).T, "E")
-    return delta_hat, _finite(st.W + delta_hat, "the edited weight (W + Δ)"), E
+    fits = out is not None and out.shape == st.W.shape and out.dtype == st.W.dtype
+    W = torch.add(st.W, delta_hat, out=out) if fits else st.W + delta_hat
+    return delta_hat, _finite(W, "the edited weight (W + Δ)"), E
 
 
 def _post_operator(post: object) -> PostHoc | None:
@@ -128,7 +137,9 @@ def _checked_post(delta_hat: object, W: torch.Tensor) -> torch.Tensor:
 
 
 def _finite(x: torch.Tensor, name: str) -> torch.Tensor:
-    if not bool(torch.isfinite(x).all()):
+    # one reduction pass, no (d_out, d_in) bool tensor: min and max propagate NaN, show ±inf
+    low, high = torch.aminmax(x) if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
         raise NonFiniteError(f"{name} is not finite (overflow or a near-singular system); nothing "
                              f"was changed — raise lam or ridge, or check K and V for huge values")
     return x
