@@ -31,6 +31,8 @@ from . import editor_state, keys, methods, models
 from .editor_checks import block_output_at_subject
 from .errors import (ConflictError, CorruptStateError, NonFiniteError, OptionError, OteseqError,
                      RequestError, StateMismatchError)
+from .keywalk import KeyWalk
+from .keywalk import Unsupported as WalkUnsupported
 from .memory import LinearMemory
 from .memory._config import OnConflict
 from .requests import Request
@@ -190,12 +192,18 @@ class Editor:
                                     templates=self.templates, progress=self.progress)
             checks.check_finite(values.z, "target values z*")
         ids, norms = [r.id for r in todo], {}
+        with _timed(t, "keys"):
+            walk = self._key_walk(todo)
         for i, layer in enumerate(self.layers):
             with _timed(t, "keys"):
-                K = keys.compute_keys(self.model, self.tok, todo, [layer], fact_token=hp.fact_token,
-                                      templates=self._key_templates())[layer]
-                z_cur = block_output_at_subject(self.model, self.tok, todo, self.layers[-1],
-                                                hp.fact_token)
+                if walk is not None:
+                    K, z_cur = walk.read(i)
+                else:
+                    K = keys.compute_keys(self.model, self.tok, todo, [layer],
+                                          fact_token=hp.fact_token,
+                                          templates=self._key_templates())[layer]
+                    z_cur = block_output_at_subject(self.model, self.tok, todo, self.layers[-1],
+                                                    hp.fact_token)
             with _timed(t, "solve"):
                 mem = self._memories[layer]
                 R = (values.z.to(z_cur.device) - z_cur) / (len(self.layers) - i)
@@ -203,6 +211,9 @@ class Editor:
                 delta = mem.edit(K, V, ids)
                 models.write_weight(self._modules[layer], mem.W)
                 norms[layer] = float(torch.linalg.matrix_norm(delta))
+            if walk is not None:
+                with _timed(t, "keys"):
+                    walk.advance(i)
         self.n_edits += len(todo)
         return EditReport(len(todo), tuple(ids), tuple(values.loss.tolist()),
                           tuple(values.steps.tolist()), norms, conflicts,
@@ -215,6 +226,15 @@ class Editor:
             models.write_weight(self._modules[layer], self._memories[layer].W)
             norms[layer] = float(torch.linalg.matrix_norm(delta))
         return norms
+
+    def _key_walk(self, todo: list[Request]):
+        """The keys of every layer from one cached residual (:mod:`oteseq.keywalk`), or
+        ``None`` (per-layer forwards) when the templates have no bare prompt."""
+        try:
+            return KeyWalk(self.model, self.tok, todo, self.layers,
+                           fact_token=self.hparams.fact_token, templates=self._key_templates())
+        except WalkUnsupported:
+            return None
 
     def _key_templates(self):
         # ROME averages all its templates plainly; MEMIT: ½ bare prompt + ½ mean of prefixes

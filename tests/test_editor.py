@@ -10,6 +10,7 @@ from tiny_models import ARCHS, tiny_model
 
 from oteseq import keys, models, stats
 from oteseq.editor import Editor
+from oteseq.keywalk import KeyWalk
 from oteseq.memory import LinearMemory
 from oteseq.errors import (ConflictError, DeviceDtypeError, NonFiniteError, OteseqError,
                            RequestError, StateMismatchError, UnsupportedArchitectureError)
@@ -195,6 +196,13 @@ def test_nan_keys_change_nothing(monkeypatch):
         return {l: K * float("nan") if l == 1 else K for l, K in out.items()}
 
     monkeypatch.setattr(keys, "compute_keys", nan_at_layer_1)
+    real_read = KeyWalk.read
+
+    def nan_at_step_1(self, i):  # the editor reads keys through KeyWalk when it can
+        K, z_cur = real_read(self, i)
+        return (K * float("nan") if i == 1 else K), z_cur
+
+    monkeypatch.setattr(KeyWalk, "read", nan_at_step_1)
     with pytest.raises(NonFiniteError):
         ed.edit(EDITS)
     assert_same(before, weights(model))
