@@ -10,6 +10,7 @@ and the LM head at the loss positions only. Gradients are taken for δ only.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -142,6 +143,25 @@ def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
     the one-at-a-time loop runs.
     Returns z*, z_init (d_model, n), losses and steps (n,).
     """
+    with frozen_parameters(model):
+        return _compute(model, tok, requests, layer, hp, templates, max_tokens, progress, replays)
+
+
+@contextmanager
+def frozen_parameters(model):
+    """No parameter requires a gradient inside the block (restored in ``finally``): only δ is
+    optimised, and autograd then keeps no activations for weight gradients (less memory)."""
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        for param, _ in flags:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def _compute(model, tok, requests, layer, hp, templates, max_tokens, progress, replays):
     p = build_prompts(tok, requests, templates, getattr(hp, "fact_token", "subject_last"))
     chunks = _chunks(model, layer, p, max_tokens)
     for kind in replays:
