@@ -129,10 +129,53 @@ def embeddings(model: nn.Module) -> nn.Module:
 
 def module_device(module: nn.Module) -> torch.device:
     """The device of a module's first parameter (else buffer): where its inputs must go; CPU
-    for a module that holds no tensors."""
-    for tensor in itertools.chain(module.parameters(), module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    for a module that holds no tensors. For a module whose weights ``accelerate`` offloaded
+    (kept on ``meta``), the device its hook runs it on."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    if first is None:
+        return torch.device("cpu")
+    device = first.device
+    if device.type == "meta":
+        hook = _offload_hook(module) or next((_offload_hook(m) for m in module.modules()
+                                              if _offload_hook(m) is not None), None)
+        if hook is not None and getattr(hook, "execution_device", None) is not None:
+            return torch.device(hook.execution_device)
+    return device
+
+
+def _offload_hook(module: nn.Module):
+    """The ``accelerate`` hook holding this module's offloaded weights, or ``None``.
+
+    ``dispatch_model`` / ``device_map`` with CPU or disk offload leave the parameters on
+    ``meta`` and load them from ``hook.weights_map`` (its ``"weight"`` entry) at each forward.
+    """
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in getattr(hook, "hooks", None) or (hook,):  # a SequentialHook holds several
+        if getattr(candidate, "offload", False) and getattr(candidate, "weights_map", None) \
+                is not None:
+            return candidate
+    return None
+
+
+def _offloaded_store(module: nn.Module):
+    """``(mapping, key)`` where the offloaded weight of ``module`` can be read and written, or
+    ``None`` when the weight lives in the module. Writes go to the loader's in-memory
+    ``state_dict``, which ``accelerate`` reads before any file on disk."""
+    if module.weight.device.type != "meta":
+        return None
+    hook = _offload_hook(module)
+    if hook is None:
+        raise UnsupportedArchitectureError(
+            f"the weight of {type(module).__name__} is on the meta device without an accelerate "
+            "offload hook; load the model's weights (or dispatch it with accelerate) first")
+    weights = hook.weights_map
+    prefix, dataset = getattr(weights, "prefix", ""), getattr(weights, "dataset", weights)
+    store = dataset if isinstance(dataset, dict) else getattr(dataset, "state_dict", None)
+    if store is None:
+        raise UnsupportedArchitectureError(
+            f"cannot write into accelerate's {type(dataset).__name__}; keep the edited layers "
+            "on a device (device_map) or offload them with dispatch_model / device_map='auto'")
+    return store, dataset, prefix + "weight"
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -166,7 +209,9 @@ def read_weight(module: nn.Module) -> torch.Tensor:
     Returns a detached clone in the module's dtype and on its device (safe to keep as ``W0``).
     """
     shape = weight_shape(module)
-    W = module.weight.detach().T if _is_conv1d(module) else module.weight.detach()
+    offloaded = _offloaded_store(module)
+    stored = module.weight.detach() if offloaded is None else offloaded[1][offloaded[2]]
+    W = stored.T if _is_conv1d(module) else stored
     if tuple(W.shape) != shape:
         raise ShapeError(f"{type(module).__name__} weight has shape {tuple(module.weight.shape)}, "
                          f"inconsistent with its declared (d_out, d_in) = {shape}")
@@ -186,6 +231,13 @@ def write_weight(module: nn.Module, W: torch.Tensor) -> None:
         raise NonFiniteError("refusing to write a weight with NaN or infinite entries; check the "
                              "update (e.g. lam too small for an ill-conditioned C0)")
     param = module.weight
+    offloaded = _offloaded_store(module)
+    if offloaded is not None:  # accelerate offload: the hook loads it at the next forward
+        store, dataset, key = offloaded
+        old = dataset[key]
+        new = W.detach().to(device=old.device, dtype=old.dtype)
+        store[key] = (new.T if _is_conv1d(module) else new).contiguous()
+        return
     new = W.detach().to(device=param.device, dtype=param.dtype)
     with torch.no_grad():
         param.copy_(new.T if _is_conv1d(module) else new)
