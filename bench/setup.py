@@ -30,7 +30,8 @@ def second_moment(d: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     spectrum = torch.logspace(-4, 2, d, dtype=torch.float64)
-    return ((Q * spectrum) @ Q.T + (Q * spectrum) @ Q.T).T / 2
+    C0 = (Q * spectrum) @ Q.T
+    return (C0 + C0.T) / 2
 
 
 def reference_projector(C0: torch.Tensor, threshold: float) -> torch.Tensor:
