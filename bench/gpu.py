@@ -80,8 +80,9 @@ def run(args) -> dict:
               f"keys {report.timings['keys']:6.2f}  solve {report.timings['solve']:6.2f}  "
               f"({report.n_edits} written)", flush=True)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-    print(f"total {ed.n_edits} edits: {totals['wall']:.1f} s editing ({totals['wall'] / n_batches:.2f}"
-          f" s per batch; values {totals['values']:.1f} s, keys {totals['keys']:.1f} s, solve "
+    per_batch = totals["wall"] / n_batches
+    print(f"total {ed.n_edits} edits: {totals['wall']:.1f} s editing ({per_batch:.2f} s per "
+          f"batch; values {totals['values']:.1f} s, keys {totals['keys']:.1f} s, solve "
           f"{totals['solve']:.1f} s) + setup {t_stats + t_setup:.1f} s; peak GPU memory "
           + (f"{peak:.2f} GiB" if device == "cuda" else "n/a (CPU)"), flush=True)
     return {**totals, "n_edits": ed.n_edits, "setup": t_stats + t_setup, "peak_gib": peak}

@@ -65,7 +65,8 @@ def keys_one(model, tok, request, layer: int, templates, fact_token: str) -> tor
     ids, mask = keys.right_padded([r[0] for r in rows], keys.pad_token_id(tok), "cpu")
     name = models.edited_name(model, layer)
     with torch.no_grad(), hooks.TraceDict(model, [name], retain_input=True) as trace:
-        model(input_ids=ids, attention_mask=mask).logits
+        logits = model(input_ids=ids, attention_mask=mask).logits  # the full model, as there
+    del logits
     hidden = trace[name].input
     return sum(w * hidden[i, index] for i, (_, index, _, w) in enumerate(rows)).float()
 
@@ -74,7 +75,8 @@ def block_output_one(model, tok, request, layer: int, fact_token: str) -> torch.
     ids = torch.tensor([tok(request.text).input_ids])
     index = keys.subject_last_index(tok, request.prompt, request.subject, mode=fact_token)
     with torch.no_grad(), hooks.Trace(models.block(model, layer)) as trace:
-        model(input_ids=ids).logits
+        logits = model(input_ids=ids).logits
+    del logits
     return trace.output[0, index].float()
 
 

@@ -84,7 +84,7 @@ def _read(path: Path, key: tuple, device) -> tuple[torch.Tensor, int] | None:
             if any(meta.get(k) != v for k, v in _meta(key).items()):
                 return None
             return f.get_tensor("P").to(device), int(meta["rank"])
-    except (OSError, ValueError, KeyError, SafetensorError):  # damaged or foreign file: recompute and overwrite
+    except (OSError, ValueError, KeyError, SafetensorError):  # damaged or foreign: recompute
         return None
 
 

@@ -3,7 +3,6 @@ without CUDA and says what to do."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest

@@ -33,7 +33,8 @@ class _System:
 
 def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
          remove_rows: list[int], report: dict,
-         out: dict[str, torch.Tensor] | None = None) -> tuple[MemoryState, torch.Tensor, StepReport]:
+         out: dict[str, torch.Tensor] | None = None,
+         ) -> tuple[MemoryState, torch.Tensor, StepReport]:
     """Add ``(K_a, V_a)`` under ``ids_a`` and remove the active ``remove_rows``, atomically.
 
     ``out`` may name scratch buffers (``"A_inv"``, ``"W"``) of the right shape that nothing else
@@ -96,7 +97,8 @@ def _solve(st: MemoryState, store: ConstraintStore, B_s: torch.Tensor,
 
 def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: torch.Tensor,
             signs: torch.Tensor, system: _System, refreshed: bool,
-            out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            out: torch.Tensor | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(Δ̂, W + Δ̂, E_new)``; on an exact refresh ``W = W0 + (V − W0 K)(A⁻¹ B)ᵀ`` directly."""
     opt = st.options
     if opt.exact and refreshed:
