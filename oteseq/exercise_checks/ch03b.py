@@ -67,7 +67,7 @@ def check_value_loss(fn: Callable) -> float:
         p = _loss_problem(case)
         expected = _reference_loss(p).reshape(())
         rows = [r.clone() for r in p["target_logp"]]
-        out = call(name, lambda *a: fn(rows, *a), {k: v for k, v in p.items()
+        out = call(name, lambda *a, _rows=rows: fn(_rows, *a), {k: v for k, v in p.items()
                                                    if k != "target_logp"}, case)
         if any(not torch.equal(a, b) for a, b in zip(rows, p["target_logp"])):
             raise AssertionError(f"{name}: your function modified target_logp in place "

@@ -190,7 +190,7 @@ def from_state_dict(d: dict, options: MemoryOptions, device: torch.device,
 def tensor_sha256(t: torch.Tensor) -> str:
     """Hex SHA-256 of a tensor's raw bytes (C order, native byte order)."""
     flat = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-    return hashlib.sha256(memoryview(flat.numpy())).hexdigest()
+    return hashlib.sha256(flat.numpy().data).hexdigest()
 
 
 def save_files(d: dict, path: str | os.PathLike) -> None:

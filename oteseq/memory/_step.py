@@ -84,9 +84,9 @@ def _solve(st: MemoryState, store: ConstraintStore, B_s: torch.Tensor,
     due = st.A_inv is None or (opt.refresh_every is not None
                                and st.since_refresh + 1 >= opt.refresh_every)
     K_new = store.columns()[0]
-    if not due:
+    if not due and st.A_inv is not None:   # (not due implies an inverse; said for the checker)
         wb = alg.woodbury(st.A_inv, st.A_inv @ B_s, B_s, signs, need_inverse=True, out=out)
-        if wb is not None:
+        if wb is not None and wb.A_inv is not None:   # need_inverse=True: always kept
             drift = alg.forward_error(st.A0, st.P, K_new, wb.X, B_s, wb.A_inv)
             if drift <= max(DRIFT_TOL, DRIFT_GROWTH * st.drift_floor):
                 return _System(wb.X, wb.A_inv, None, drift, wb.cond)
@@ -102,13 +102,15 @@ def _update(st: MemoryState, store: ConstraintStore, K_s: torch.Tensor, V_s: tor
     """``(Δ̂, W + Δ̂, E_new)``; on an exact refresh ``W = W0 + (V − W0 K)(A⁻¹ B)ᵀ`` directly."""
     opt = st.options
     if opt.exact and refreshed:
+        assert system.L is not None   # a refreshed system carries its Cholesky factor
         K, V = store.columns()
         W = st.W0 + alg.ote_update(st.W0, K, V, st.P, system.L)
         return W - st.W, _finite(W, "the edited weight"), st.E
     R = V_s - st.W @ K_s
     delta = (R * signs) @ system.X.T                                   # R_s S B_sᵀ A'⁻¹
     if opt.error_feedback:
-        assert st.E is not None  # a memory with error feedback always carries E
+        # a memory with error feedback always carries E, and its systems keep the inverse
+        assert st.E is not None and system.A_inv is not None
         delta = delta - st.E @ system.A_inv                            # − E A'⁻¹ (A' symmetric)
     post = _post_operator(opt.post)
     delta_hat = delta if post is None else _checked_post(post(delta, st.W), st.W)
