@@ -1,14 +1,17 @@
 """Command line: ``python -m oteseq edit ...`` runs one sequential-editing experiment.
 
     python -m oteseq edit --model toy --data toy-counterfact --n 2000 --batch 100 \\
-        --method memit-seq --out runs/toy --eval
+        --method memit-seq --out runs/toy
     python -m oteseq edit --model gpt2-xl --data counterfact ...   # the same at full scale
     python -m oteseq edit --resume runs/toy                         # continue a stopped run
 
-Protocol (recorded in the result file): the first ``n`` records are edited in batches of
-``batch``, one after the other, never restored; a batch ends early where a record re-edits an
-id already in it (the re-edit then replaces the earlier one, ``on_conflict="replace"``); with
-``--eval`` every record is evaluated once on the final model (and once before editing).
+The run is :func:`oteseq.experiments.run_sequential` (one protocol for the library, the book
+and this command; recorded in the result file): every record is evaluated on the unedited
+model, the first ``n`` records are edited in batches of ``batch``, one after the other, never
+restored, then every record is evaluated on the final model. A batch ends early where a record
+re-edits an id already in it (the re-edit then replaces the earlier one,
+``on_conflict="replace"``). ``results.json`` has :class:`oteseq.experiments.Result`'s schema
+(``load_result`` reads it) plus ``complete``.
 
 Every argument is checked before the model loads (a one-line error, exit code 2). After every
 batch the editor state and the results so far are written to ``OUT/checkpoint`` (crash-safe,
@@ -20,21 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-PROTOCOL = ("sequential: batches edited one after another without restoring weights; a batch "
-            "ends early at an id already in it; evaluation (if any) of all edited records once "
-            "before and once after all batches")
 CHECKPOINT, RESULTS = "checkpoint", "results.json"
 RUN_OPTIONS = {"model": "toy", "data": "toy-counterfact", "n": 2000, "batch": 100,
-               "method": "memit-seq", "seed": 0, "eval": False, "hparams": None}
+               "method": "memit-seq", "seed": 0, "hparams": None}
 
 
 class Interrupted(Exception):
@@ -55,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--out", help="folder for the checkpoint, results.json and plot.png")
     edit.add_argument("--resume", metavar="OUT", help="continue the run saved in OUT")
     edit.add_argument("--seed", type=int, help="default 0")
-    edit.add_argument("--eval", action="store_true", default=None,
-                      help="evaluate before and after editing")
+    edit.add_argument("--eval", action="store_true",
+                      help="accepted for old command lines: every run evaluates all records "
+                           "before and after editing")
     edit.add_argument("--device", default=None, help="e.g. cuda; default: cuda if available")
     edit.add_argument("--hparams", default=None,
                       help='JSON overrides of the default hparams, e.g. \'{"lam": 5000}\'')
@@ -161,35 +160,8 @@ def _check_out(parser, out: Path, resuming: bool) -> None:
 
 
 # ----------------------------------------------------------------- the run
-def _requests(name: str, records: list) -> list:
-    from .requests import Request
-    convert = Request.from_zsre if name.endswith("zsre") else Request.from_counterfact
-    return [convert(r) for r in records]
-
-
-def _metrics(model, tok, name: str, records: list) -> dict:
-    from . import evaluate
-    if name.endswith("zsre"):
-        return evaluate.zsre(model, tok, records)
-    return evaluate.counterfact(model, tok, records)
-
-
-def _versions() -> dict:
-    from .experiments import versions
-    return versions()
-
-
-def batches_of(requests: list, size: int) -> list[list]:
-    """Consecutive batches of at most ``size`` requests; a batch ends early before a request
-    whose id is already in it, so a record and its re-edit are edited one after the other."""
-    out, current, ids = [], [], set()
-    for r in requests:
-        if len(current) == size or r.id in ids:
-            out.append(current)
-            current, ids = [], set()
-        current.append(r)
-        ids.add(r.id)
-    return out + [current] if current else out
+def _evaluate_name(data_name: str) -> str:
+    return "zsre" if data_name.endswith("zsre") else "counterfact"
 
 
 @contextmanager
@@ -208,101 +180,75 @@ def _no_interrupt():
         raise KeyboardInterrupt
 
 
-def _finite(x):
-    """NaN and infinities become None (JSON has neither)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
-def _checkpoint(editor, result: dict, cli: dict, out: Path) -> None:
+def _checkpoint(editor, result, cli: dict, out: Path, complete: bool) -> dict:
+    """Editor state (with the result inside) and ``results.json``: :class:`Result`'s JSON
+    schema plus ``complete``. Both writes are atomic; Ctrl-C waits for them."""
     from . import _atomic
-    result.update(_finite(result))
+    body = {**result.to_dict(), "complete": complete}
     with _no_interrupt():
-        editor.save(out / CHECKPOINT, extra={"result": result, "cli": cli})
-        _atomic.write_json(out / RESULTS, result, default=str)
+        editor.save(out / CHECKPOINT, extra={"result": body, "cli": cli})
+        _atomic.write_json(out / RESULTS, body)
+    return body
 
 
-def _start(args, model, tok, records, hp, out: Path, cli: dict):
-    """A fresh editor and result (pre-edit metrics first), or the ones saved in OUT."""
+def _saved_run(out: Path, model, tok, progress: bool):
+    """The editor and partial result saved in OUT (``--resume``)."""
     from .editor import Editor
-    if args.resume is not None:
-        editor = Editor.load(out / CHECKPOINT, model, tok, progress=not args.no_progress)
-        return editor, editor.extra["result"]
-    result = {"config": {**cli, "out": str(out), "device": args.device, "hparams": hp.to_dict()},
-              "versions": _versions(), "seed": args.seed, "protocol": PROTOCOL,
-              "device": str(next(model.parameters()).device), "complete": False,
-              "timings": {"setup (stats, P, templates)": 0.0}, "batches": [], "n_edits": 0}
-    result["metrics_pre"] = _metrics(model, tok, args.data, records) if args.eval else None
-    start = time.perf_counter()
-    editor = Editor(model, tok, args.method, hparams=hp, seed=args.seed,
-                    progress=not args.no_progress)
-    result["timings"]["setup (stats, P, templates)"] = time.perf_counter() - start
-    _checkpoint(editor, result, cli, out)  # batch 0: a run stopped in batch 1 can resume
-    return editor, result
+    from .errors import StateMismatchError
+    from .experiments import Result
+    editor = Editor.load(out / CHECKPOINT, model, tok, progress=progress)
+    try:
+        partial = Result.from_dict(editor.extra["result"])
+    except (KeyError, TypeError, StateMismatchError) as exc:
+        raise StateMismatchError(f"--resume {out}: the checkpoint holds no oteseq result "
+                                 f"({exc}); start the run again in a new folder") from None
+    return editor, partial
 
 
 def run_edit(args) -> dict:
-    """The experiment behind ``oteseq edit`` (arguments already checked); returns the result
-    dictionary (also written). Raises :class:`Interrupted` on Ctrl-C after saving."""
+    """The experiment behind ``oteseq edit`` (arguments already checked):
+    :func:`oteseq.experiments.run_sequential` with a checkpoint after every batch. Returns the
+    result dictionary (also written). Raises :class:`Interrupted` on Ctrl-C after saving."""
     import torch
-    from tqdm.auto import tqdm
 
     import oteseq
     from . import data, methods
     from .errors import OptionError
+    from .experiments import run_sequential
 
     oteseq.setup(args.seed)
     records = data.load(args.data, args.n, seed=args.seed)
     if len(records) < args.n:
         raise OptionError(f"--n {args.n}: {args.data} has only {len(records)} records; pass "
                           f"--n {len(records)} or fewer")
-    requests = _requests(args.data, records)
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     model, tok = oteseq.load_model(args.model, device=device)
     hp = methods.default_hparams(args.model if args.model == "toy" else model, args.method)
     if args.hparams:
         hp = hp.replace(**json.loads(args.hparams))
     out, cli = Path(args.out), {k: getattr(args, k) for k in RUN_OPTIONS}
-    batches = batches_of(requests, args.batch)
-    result: dict = {"batches": []}
+    editor, partial = (_saved_run(out, model, tok, not args.no_progress)
+                       if args.resume is not None else (None, None))
+    state = {"editor": editor, "batches": len(partial.batches) if partial else 0, "n": 0}
+
+    def checkpoint(ed, t, result) -> None:
+        state.update(editor=ed, batches=t, n=result.config["n_batches"])
+        _checkpoint(ed, result, cli, out, complete=False)
+
     try:
-        editor, result = _start(args, model, tok, records, hp, out, cli)
-        result["config"]["n_batches"] = len(batches)
-        done = len(result["batches"])
-        first = sum(len(b) for b in batches[:done])
-        for batch in tqdm(batches[done:], desc=f"{args.method}: batches of {args.batch}",
-                          disable=args.no_progress, initial=done, total=len(batches)):
-            start = time.perf_counter()
-            report = editor.edit(batch)
-            result["batches"].append({
-                "first": first, "size": len(batch), "n_edits": report.n_edits,
-                "skipped": len(report.skipped), "conflicts": len(report.conflicts),
-                "timings": report.timings, "seconds": time.perf_counter() - start,
-                "mean_loss": sum(report.losses) / max(len(report.losses), 1),
-                "update_norms": {str(k): v for k, v in report.update_norms.items()}})
-            first += len(batch)
-            result["n_edits"] = editor.n_edits
-            _checkpoint(editor, result, cli, out)
+        result = run_sequential(
+            model, tok, records, method=args.method, batch_size=args.batch, hparams=hp,
+            evaluate=_evaluate_name(args.data), seed=args.seed, progress=not args.no_progress,
+            restore=False, data=args.data, split_repeated=True, on_batch=checkpoint,
+            editor=editor, partial=partial)
     except KeyboardInterrupt:
-        saved = (f"{len(result['batches'])} of {len(batches)} batches are saved in "
+        saved = (f"{state['batches']} of {state['n']} batches are saved in "
                  f"{out / CHECKPOINT}; continue with `python -m oteseq edit --resume {out}`"
                  if (out / CHECKPOINT).exists() else "nothing was edited yet")
         raise Interrupted(f"interrupted: {saved}") from None
-    timings = result["timings"]
-    for phase in ("values", "keys", "solve"):
-        timings[phase] = sum(b["timings"].get(phase, 0.0) for b in result["batches"])
-    timings["total"] = timings["setup (stats, P, templates)"] + sum(
-        b["seconds"] for b in result["batches"])
-    result["metrics"] = _metrics(model, tok, args.data, records) if args.eval else None
-    result["complete"] = True
-    _checkpoint(editor, result, cli, out)
-    _plot(result, out / "plot.png")
-    return result
+    body = _checkpoint(state["editor"], result, cli, out, complete=True)
+    _plot(body, out / "plot.png")
+    return body
 
 
 def _plot(result: dict, path: Path) -> None:
@@ -319,10 +265,11 @@ def _plot(result: dict, path: Path) -> None:
     axes[0].legend()
     axes[1].plot(x, [b["mean_loss"] for b in batches], marker=".")
     axes[1].set(xlabel="records so far", ylabel="mean value loss", title="value optimisation")
-    if result.get("metrics"):
-        keys = [k for k in ("efficacy", "generalization", "specificity") if k in result["metrics"]]
-        text = "\n".join(f"{k}: {result['metrics_pre'][k]:.3f} → {result['metrics'][k]:.3f}"
-                         for k in keys)
+    pre, post = result["metrics"]["pre"], result["metrics"]["post"]
+    if post:
+        keys = [k for k in ("efficacy", "generalization", "specificity")
+                if isinstance(post.get(k), float) and isinstance(pre.get(k), float)]
+        text = "\n".join(f"{k}: {pre[k]:.3f} → {post[k]:.3f}" for k in keys)
         axes[1].text(0.98, 0.95, text, transform=axes[1].transAxes, ha="right", va="top")
     fig.suptitle(f"{result['config']['method']} on {result['config']['model']}")
     fig.tight_layout()
@@ -343,9 +290,9 @@ def main(argv=None) -> int:
     except OteseqError as error:
         print(f"oteseq: error: {error}", file=sys.stderr)
         return 2
-    summary = {k: round(v, 4) for k, v in (result["metrics"] or {}).items()
+    summary = {k: round(v, 4) for k, v in result["metrics"]["post"].items()
                if isinstance(v, float)}
-    print(json.dumps({"out": args.out, "n_edits": result["n_edits"],
+    print(json.dumps({"out": args.out, "n_edits": sum(b["n_edits"] for b in result["batches"]),
                       "timings": {k: round(v, 1) for k, v in result["timings"].items()},
                       "metrics": summary}, indent=1))
     return 0

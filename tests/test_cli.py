@@ -11,6 +11,7 @@ from hostile_cases import same
 
 from oteseq import __main__ as cli
 from oteseq.editor import Editor
+from oteseq.experiments import batches_of, load_result, run_sequential
 from oteseq.requests import Request
 
 FAST = '{"v_num_grad_steps": 2, "mom2_n_samples": 100}'
@@ -66,8 +67,11 @@ def test_n_larger_than_the_data_is_a_one_line_error(tmp_path, capsys):
 
 def test_batches_split_before_a_repeated_id():
     reqs = [Request("{} is in", s, "X", relation="P1") for s in "abcadb"]
-    sizes = [[r.subject for r in b] for b in cli.batches_of(reqs, 4)]
+    sizes = [[r.subject for r in b] for b in batches_of(reqs, 4)]
     assert sizes == [["a", "b", "c"], ["a", "d", "b"]]
+    subjects = [[r.subject for r in b] for b in batches_of(reqs * 2, 5)]
+    assert sum(subjects, []) == [r.subject for r in reqs * 2]
+    assert all(len(b) <= 5 and len(set(b)) == len(b) for b in subjects)
 
 
 def _run(out, *extra):
@@ -103,9 +107,10 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, monk
     whole, cut = _final_state(tmp_path / "whole"), _final_state(tmp_path / "cut")
     assert same(whole, cut) and len(whole[1]) == 6
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "cut"))
-    strip = lambda r: [{k: v for k, v in x.items() if k not in ("timings", "seconds")}  # noqa
+    strip = lambda r: [{k: v for k, v in x.items() if k != "timings"}  # noqa
                        for x in r["batches"]]
     assert strip(a) == strip(b) and a["complete"] and b["complete"]
+    assert a["metrics"] == b["metrics"] and a["config"] == b["config"]
 
 
 @pytest.mark.slow
@@ -116,5 +121,29 @@ def test_toy_conflicts_with_a_re_edit_in_one_batch_runs(tmp_path, monkeypatch):
     assert code == 0
     result = json.loads((tmp_path / "r" / "results.json").read_text())
     assert [b["size"] for b in result["batches"]] == [3, 4, 1]  # record 3 re-edits record 2
+    assert [b["first"] for b in result["batches"]] == [0, 3, 7]
     assert [b["conflicts"] for b in result["batches"]] == [0, 1, 0]
+    assert result["config"]["n_batches"] == 3 and "repeated id" in result["config"]["batching"]
     assert torch.isfinite(torch.tensor([b["mean_loss"] for b in result["batches"]])).all()
+
+
+@pytest.mark.slow
+def test_results_file_is_what_run_sequential_returns(tmp_path, monkeypatch):
+    """One protocol: the CLI's results.json equals run_sequential's Result on the same inputs
+    (config and metrics; timings differ), and load_result reads it."""
+    import oteseq
+    from oteseq import data, methods
+
+    monkeypatch.setenv("OTESEQ_CACHE", str(tmp_path / "cache"))
+    assert _run(tmp_path / "r") == 0
+    saved = load_result(tmp_path / "r" / "results.json")
+    oteseq.setup(0)
+    model, tok = oteseq.load_model("toy")
+    hp = methods.default_hparams("toy", "memit-seq").replace(**json.loads(FAST))
+    direct = run_sequential(model, tok, data.load("toy-counterfact", 6, seed=0),
+                            method="memit-seq", batch_size=2, hparams=hp, progress=False,
+                            data="toy-counterfact", split_repeated=True).to_dict()
+    assert saved.config == direct["config"] and saved.metrics == direct["metrics"]
+    assert 0.0 <= saved.metrics["post"]["efficacy"] <= 1.0
+    assert [{k: v for k, v in b.items() if k != "timings"} for b in saved.batches] == \
+        [{k: v for k, v in b.items() if k != "timings"} for b in direct["batches"]]

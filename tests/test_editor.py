@@ -384,7 +384,8 @@ def test_cli_runs_a_small_sequential_experiment(tmp_path, monkeypatch):
     result = json.loads((out / "results.json").read_text())
     assert len(result["batches"]) == 2 and result["config"]["method"] == "memit-seq"
     assert {"values", "keys", "solve", "total"} <= set(result["timings"])
-    assert 0.0 <= result["metrics"]["efficacy"] <= 1.0 and "protocol" in result
+    assert 0.0 <= result["metrics"]["post"]["efficacy"] <= 1.0
+    assert result["config"]["protocol"] and result["complete"]
     assert (out / "plot.png").stat().st_size > 0
 
 

@@ -196,3 +196,52 @@ def test_conflict_outcome_compares_latest_with_replaced_target(setting):
     assert out["n_pairs"] == 1 and out["latest_wins"] == sum(wins) / 2
     assert math.isclose(out["p_latest"], (math.exp(-nll[0]) + math.exp(-nll[2])) / 2)
     assert experiments.conflict_outcome(model, tok, records[:2])["n_pairs"] == 0
+
+
+def test_on_batch_and_resume_from_a_partial_result_equal_an_uninterrupted_run(setting,
+                                                                               two_batches):
+    """on_batch sees t = 0 (pre-edit metrics only), 1, 2; continuing from the editor and the
+    t = 1 partial result (through JSON) ends with the uninterrupted run's metrics and weights."""
+    model, tok, hp, C0 = setting
+    whole, _ = two_batches
+    seen = []
+
+    def stop_after_batch_1(editor, t, partial):
+        seen.append((t, len(partial.batches), partial.metrics["post"]))
+        if t == 1:
+            state = {l: editor.memory(l).state_dict() for l in editor.layers}
+            seen.append((editor, json.loads(json.dumps(partial.to_dict())), state))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(setting, eval_every=1, restore=False, on_batch=stop_after_batch_1)
+    assert seen[:2] == [(0, 0, None), (1, 1, None)]
+    editor, saved, _ = seen[2]
+    partial = experiments.Result.from_dict(saved)
+    with pytest.raises(oteseq.errors.OptionError, match="batch_size"):
+        _run(setting, batch_size=3, eval_every=1, editor=editor, partial=partial)
+    with pytest.raises(oteseq.errors.OptionError, match="together"):
+        _run(setting, eval_every=1, editor=editor)
+    ts = []
+    rest = _run(setting, eval_every=1, editor=editor, partial=partial,
+                on_batch=lambda ed, t, p: ts.append(t))
+    assert ts == [2] and rest.to_dict()["metrics"] == whole.to_dict()["metrics"]
+    assert [b["batch"] for b in rest.batches] == [1, 2]
+    assert all(torch.equal(rest.weights[l], whole.weights[l]) for l in whole.weights)
+    assert all(torch.equal(rest.W0[l], whole.W0[l]) for l in whole.W0)
+
+
+def test_split_repeated_ends_a_batch_before_a_re_edit_and_is_recorded(setting):
+    records = [RECORDS[0], RECORDS[1], RECORDS[0], RECORDS[2]]
+    result = _run_records(setting, records, batch_size=3, split_repeated=True)
+    assert [(b["first"], b["size"]) for b in result.batches] == [(0, 2), (2, 2)]
+    assert result.config["n_batches"] == 2 and "repeated" in result.config["batching"]
+    assert [b["conflicts"] for b in result.batches] == [0, 1]
+    plain = _run(setting, batch_size=3)
+    assert "batching" not in plain.config and plain.config["n_batches"] == 2
+
+
+def _run_records(setting, records, **kw):
+    model, tok, hp, C0 = setting
+    return experiments.run_sequential(model, tok, records, method="memit-seq", hparams=hp,
+                                      stats=C0, templates=["{}"], progress=False, **kw)

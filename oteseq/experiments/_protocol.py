@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
@@ -18,7 +18,7 @@ from .. import models
 from ..editor import Editor
 from ..errors import OptionError, OteseqError
 from ..requests import Request
-from ._result import PROTOCOL, Result, versions
+from ._result import PROTOCOL, Result, _finite, versions
 
 EvalName = Literal["counterfact", "zsre"]
 _RATES = ("efficacy", "generalization", "specificity", "score")
@@ -104,7 +104,9 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
                    general_every: int | None = None, evaluate: EvalName = "counterfact",
                    seed: int = 0, progress: bool = True, on_conflict: str = "replace",
                    restore: bool = True, templates=None, data: str | None = None,
-                   protocol: str = PROTOCOL, final_checks: Mapping | None = None) -> Result:
+                   protocol: str = PROTOCOL, final_checks: Mapping | None = None,
+                   split_repeated: bool = False, on_batch: OnBatch | None = None,
+                   editor: Editor | None = None, partial: Result | None = None) -> Result:
     """Edit ``records`` in ⌈n/B⌉ batches of ``batch_size`` with ``method``, then evaluate all.
 
     ``records`` are CounterFact- or zsRE-schema dicts (``evaluate`` says which). Pre-edit
@@ -116,29 +118,55 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
     methods can run on one model. ``final_checks`` maps names to ``fn(model, tok) -> dict``
     run on the final model (``metrics["final_checks"]``). Weights before and after stay on the
     result (not in JSON).
+
+    For checkpointed runs (the command line): ``split_repeated=True`` ends a batch early before
+    a record whose id is already in it (a record and its re-edit are edited one after the
+    other; recorded in ``config["batching"]``). ``on_batch(editor, t, partial)`` is called
+    after the pre-edit evaluation (``t = 0``) and after every batch ``t`` with the result so
+    far (``metrics["post"]`` is None). ``editor`` + ``partial`` (a restored :class:`Editor`
+    and the partial result saved with it) continue a stopped run after its
+    ``len(partial.batches)`` finished batches; the other arguments must be the original ones.
     """
     if batch_size < 1:
         raise OptionError(f"batch_size={batch_size}; give a positive number of edits per batch")
+    if (editor is None) != (partial is None):
+        raise OptionError("give editor= and partial= together (a restored editor and the "
+                          "partial result saved with it), or neither")
     score, records = _evaluator(evaluate), list(records)
     requests = _requests(records, evaluate)
+    bounds = _bounds(requests, batch_size, split_repeated)
     torch.manual_seed(seed)
-    timings: dict[str, float] = {"stats": 0.0}
-    clock, start = _Timer(timings), time.perf_counter()
+    timings: dict[str, float] = dict(partial.timings) if partial else {"stats": 0.0}
+    clock = _Timer(timings)
+    start = time.perf_counter() - timings.pop("total", 0.0)
     from ..methods import default_hparams
     hparams = hparams if hparams is not None else default_hparams(model, method)
-    C0 = _stats(model, tok, hparams, hparams.layers, stats, progress, timings)
-    ed = Editor(model, tok, method, hparams=hparams, stats=C0, on_conflict=on_conflict,
-                progress=False, templates=templates, seed=seed)
+    if editor is None:
+        C0 = _stats(model, tok, hparams, hparams.layers, stats, progress, timings)
+        editor = Editor(model, tok, method, hparams=hparams, stats=C0, on_conflict=on_conflict,
+                        progress=False, templates=templates, seed=seed)
+    ed = editor
     config = _config(model, method, hparams, batch_size, len(records), seed, evaluate,
                      data, eval_every, general_every, on_conflict, protocol)
+    if split_repeated:
+        config.update(n_batches=len(bounds), batching="split before a repeated id")
+    if partial is not None:
+        _check_partial(partial, config, len(bounds))
+    run = _Run(ed, model, tok, records, requests, bounds, score, clock, eval_every,
+               general_every, progress, on_batch, config, start)
     try:
-        W0 = _weights(model, ed.layers)
-        pre = clock.run("evaluation", score, model, tok, records)
-        curves, batches = [], []
-        if general_every:
-            pre["general"] = clock.run("general", _general, model, tok, [r.id for r in requests])
-        _edit_all(ed, model, tok, records, requests, batch_size, score, clock, eval_every,
-                  general_every, curves, batches, progress)
+        if partial is None:
+            W0 = _weights(model, ed.layers)
+            run.pre = clock.run("evaluation", score, model, tok, records)
+            if general_every:
+                run.pre["general"] = clock.run("general", _general, model, tok,
+                                               [r.id for r in requests])
+            run.report(0)
+        else:
+            W0 = {l: ed.original_weight(l).to(torch.float64) for l in ed.layers}
+            run.pre = partial.metrics["pre"]
+            run.curves, run.batches = list(partial.metrics["curves"]), list(partial.batches)
+        run.edit_all()
         post = clock.run("evaluation", score, model, tok, records)
         checks = {name: clock.run("evaluation", fn, model, tok)
                   for name, fn in (final_checks or {}).items()}
@@ -147,33 +175,100 @@ def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: 
         if restore:
             ed.revert()
     timings["total"] = time.perf_counter() - start
-    metrics = {"pre": pre, "post": post, "curves": curves, "final_checks": checks}
-    return Result(config, versions(), timings, metrics, batches, weights, W0)
+    metrics = {"pre": run.pre, "post": post, "curves": run.curves, "final_checks": checks}
+    return Result(config, versions(), timings, metrics, run.batches, weights, W0)
 
 
-def _edit_all(ed, model, tok, records, requests, B, score, clock, eval_every, general_every,
-              curves, batches, progress) -> None:
+OnBatch = Callable[[Editor, int, Result], None]
+
+
+def batches_of(requests: Sequence[Request], size: int) -> list[list[Request]]:
+    """Consecutive batches of at most ``size`` requests; a batch ends early before a request
+    whose id is already in it, so a record and its re-edit are edited one after the other."""
+    return [list(requests[a:b]) for a, b in _bounds(requests, size, True)]
+
+
+def _bounds(requests: Sequence[Request], size: int, split: bool) -> list[tuple[int, int]]:
+    """(start, stop) of every batch: fixed slices of ``size``, or split before repeated ids."""
+    if not split:
+        return [(a, min(a + size, len(requests))) for a in range(0, len(requests), size)]
+    out, first, ids = [], 0, set()
+    for i, r in enumerate(requests):
+        if i - first == size or r.id in ids:
+            out.append((first, i))
+            first, ids = i, set()
+        ids.add(r.id)
+    return out + [(first, len(requests))] if len(requests) > first else out
+
+
+def _check_partial(partial: Result, config: dict, n_batches: int) -> None:
+    """A partial result continues only the run it came from."""
+    keys = ("method", "batch_size", "n", "n_batches", "seed", "model", "fingerprint", "data",
+            "evaluate", "on_conflict", "protocol", "hparams")
+    saved = {k: partial.config.get(k) for k in keys}
+    now = _finite({k: config.get(k) for k in keys})  # as JSON holds it: lists, str keys
+    differ = [k for k in keys if saved[k] != now[k]]
+    if differ:
+        raise OptionError(f"partial result is from another run (differs in {', '.join(differ)}); "
+                          "continue it with the settings it was started with")
+    if len(partial.batches) > n_batches or partial.metrics.get("post") is not None:
+        raise OptionError("partial result is already complete; there is nothing to continue")
+
+
+class _Run:
     """The loop over batches; fills ``curves``, ``batches`` and the timings."""
-    from tqdm.auto import tqdm
-    T = math.ceil(len(requests) / B)
-    for t in tqdm(range(1, T + 1), desc=f"{ed.method} batches", disable=not progress):
-        report = clock.run("edit", ed.edit, requests[(t - 1) * B: t * B])
-        for phase in ("values", "keys", "solve"):
-            clock.totals[phase] = clock.totals.get(phase, 0.0) + report.timings.get(phase, 0.0)
-        batches.append({"batch": t, "n_edits": report.n_edits, "skipped": len(report.skipped),
-                        "conflicts": len(report.conflicts),
-                        "update_norms": {str(l): v for l, v in report.update_norms.items()}})
-        last = t == T
-        point = {"batch": t, "n_edited": min(t * B, len(requests))}
-        if eval_every and (t % eval_every == 0 or last):
-            m = clock.run("evaluation", score, model, tok, records[:t * B])
+
+    def __init__(self, ed, model, tok, records, requests, bounds, score, clock, eval_every,
+                 general_every, progress, on_batch, config, start):
+        self.ed, self.model, self.tok, self.records, self.requests = ed, model, tok, records, \
+            requests
+        self.bounds, self.score, self.clock, self.progress = bounds, score, clock, progress
+        self.eval_every, self.general_every, self.on_batch = eval_every, general_every, on_batch
+        self.config, self.start = config, start
+        self.pre: dict = {}
+        self.curves: list = []
+        self.batches: list = []
+
+    def report(self, t: int) -> None:
+        """Hand the result so far to ``on_batch``."""
+        if self.on_batch is None:
+            return
+        timings = {**self.clock.totals, "total": time.perf_counter() - self.start}
+        metrics = {"pre": self.pre, "post": None, "curves": list(self.curves), "final_checks": {}}
+        self.on_batch(self.ed, t, Result(dict(self.config), versions(), timings, metrics,
+                                         list(self.batches)))
+
+    def edit_all(self) -> None:
+        from tqdm.auto import tqdm
+        ed, clock, T, done = self.ed, self.clock, len(self.bounds), len(self.batches)
+        for t in tqdm(range(done + 1, T + 1), desc=f"{ed.method} batches",
+                      disable=not self.progress, initial=done, total=T):
+            first, stop = self.bounds[t - 1]
+            report = clock.run("edit", ed.edit, self.requests[first:stop])
+            for phase in ("values", "keys", "solve"):
+                clock.totals[phase] = clock.totals.get(phase, 0.0) + report.timings.get(phase,
+                                                                                        0.0)
+            self.batches.append({
+                "batch": t, "first": first, "size": stop - first, "n_edits": report.n_edits,
+                "skipped": len(report.skipped), "conflicts": len(report.conflicts),
+                "mean_loss": sum(report.losses) / max(len(report.losses), 1),
+                "timings": dict(report.timings),
+                "update_norms": {str(l): v for l, v in report.update_norms.items()}})
+            self._curve_point(t, stop, t == T)
+            self.report(t)
+
+    def _curve_point(self, t: int, stop: int, last: bool) -> None:
+        clock, model, tok = self.clock, self.model, self.tok
+        point = {"batch": t, "n_edited": stop}
+        if self.eval_every and (t % self.eval_every == 0 or last):
+            m = clock.run("evaluation", self.score, model, tok, self.records[:stop])
             point.update({k: m[k] for k in _RATES if k in m})
-        if general_every and (t % general_every == 0 or last):
+        if self.general_every and (t % self.general_every == 0 or last):
             # the same untouched facts at every point: all of the run's pairs are excluded
             point["general"] = clock.run("general", _general, model, tok,
-                                         [r.id for r in requests])
+                                         [r.id for r in self.requests])
         if len(point) > 2:
-            curves.append(point)
+            self.curves.append(point)
 
 
 def run_one_time(model, tok, records: Sequence[Mapping[str, Any]], *, method: str = "memit-seq",
@@ -208,4 +303,4 @@ def weight_distance(sequential: Result, one_time: Result) -> dict[int, float]:
     return out
 
 
-__all__ = ["is_toy", "run_one_time", "run_sequential", "weight_distance"]
+__all__ = ["batches_of", "is_toy", "run_one_time", "run_sequential", "weight_distance"]
