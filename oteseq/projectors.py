@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ._atomic import replacing
 from .ols.projection import Mode, nullspace_projector
 
 _FORMAT = "oteseq-projector-1"
@@ -89,14 +90,12 @@ def _read(path: Path, key: tuple, device) -> tuple[torch.Tensor, int] | None:
 
 
 def _write(path: Path, key: tuple, P: torch.Tensor, rank: int) -> None:
-    """Write under a temporary name, then rename: a crash never leaves half a file."""
+    """Write atomically (``_atomic.replacing``): a crash never leaves half a file."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({"P": P.detach().cpu().contiguous()}, str(tmp),
-              metadata={**_meta(key), "rank": str(rank)})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file({"P": P.detach().cpu().contiguous()}, str(tmp),
+                  metadata={**_meta(key), "rank": str(rank)})
 
 
 __all__ = ["cached_projector", "clear_memory_cache", "fingerprint"]

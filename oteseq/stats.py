@@ -18,7 +18,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 
 from . import models
+from ._atomic import replacing, write_text
 from .errors import OfflineError, OptionError, OteseqError
 from .hooks import TraceDict
 from .keys import pad_token_id, right_padded
@@ -191,25 +191,13 @@ def _cache_paths(root: Path, fingerprint: str, name: str, key: dict) -> tuple[Pa
     return folder / f"{stem}.safetensors", folder / f"{stem}.json"
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _save(paths: tuple[Path, Path], C0: torch.Tensor, meta: dict) -> None:
     from safetensors.torch import save_file
 
     tensors = {"C0": C0.detach().to("cpu").contiguous()}
-    _atomic_write(paths[0], lambda tmp: save_file(tensors, tmp, metadata={"format": _FORMAT}))
-    _atomic_write(paths[1], lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    with replacing(paths[0]) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": _FORMAT})
+    write_text(paths[1], json.dumps(meta, indent=1))
 
 
 def _load(paths: tuple[Path, Path], key: dict, device) -> tuple[torch.Tensor, int] | None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from .._atomic import replacing, write_text
 from ..errors import OfflineError
 
 DEFAULT_DIR = Path("~/.cache/oteseq/data")
@@ -54,33 +54,19 @@ def fetch(name: str, url: str, *, check: Callable[[Path], None] | None = None,
         return path
     if os.environ.get("OTESEQ_OFFLINE"):
         raise OfflineError(offline_message(url, path, "OTESEQ_OFFLINE is set", hint))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(path) as tmp:
         try:
             _download(url, tmp, timeout)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise OfflineError(offline_message(url, path, str(exc), hint)) from exc
         if check is not None:
             check(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    """Write ``text`` to ``path`` atomically (``oteseq._atomic.write_text``)."""
+    write_text(path, text)
 
 
 __all__ = ["data_dir", "fetch", "offline_message", "write_atomic"]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .._atomic import write_json
 
 FORMAT, VERSION = "oteseq-result", 1
 PROTOCOL = "edit-all-then-evaluate-all"
@@ -81,18 +81,8 @@ def versions() -> dict:
 
 
 def save_json(obj: dict, path) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(_finite(obj), f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as JSON to ``path`` atomically (``oteseq._atomic.write_json``)."""
+    write_json(path, _finite(obj))
 
 
 def save_result(result: Result, path) -> None:
