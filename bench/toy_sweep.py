@@ -1,10 +1,10 @@
 """Choose a toy model's editing defaults by a stated rule: a coordinate sweep, table committed.
 
-    python bench/toy_sweep.py                     # toy-v2, 300 edits in 3 x 100, 2 workers
+    python bench/toy_sweep.py                     # toy-v2, 100 edits in 20 x 5, 2 workers
     python bench/toy_sweep.py --quick             # 60 edits in 3 x 20: a smoke run
 
 Every setting edits the same toy CounterFact records (distinct people, record seed 100: not
-one of the seeds the reproduction reports) in batches of 100, then evaluates them all on the
+one of the seeds the reproduction reports) in batches of ``--batch``, then evaluates them all on the
 final model and measures general ability (recall of facts of people no edit touched, NLL of
 held-out text). Stages, each starting from the winner of the one before:
 
@@ -15,11 +15,19 @@ held-out text). Stages, each starting from the winner of the one before:
 4. the clamp on the value offset, ``‖δ‖ ≤ clamp·‖z_init‖``;
 5. AlphaEdit's ridge ``alpha`` and null-space threshold.
 
-**Rule.** A setting *passes* when untouched-fact recall ≥ 90 % of the unedited model's and text
-NLL ≤ 1.03 × the unedited model's (the issue's bars for memit-seq after 2,000 edits). The
-winner of a stage is the passing setting with the highest Score (harmonic mean of efficacy,
-generalisation and specificity); if none passes, the one with the highest Score among those
-with the best recall ratio. Writes ``oteseq/toy/<version folder>/sweep.json`` and ``sweep.md``.
+**Rule.** The bars are the issue's for memit-seq: efficacy ≥ 95 %, paraphrase ≥ 85 %,
+untouched-fact recall ≥ 90 % of the unedited model's, text NLL ≤ 1.03 × the unedited model's.
+A setting's *closeness* is the smallest of efficacy / 0.95, paraphrase / 0.85, recall ratio /
+0.90 and 1.03 / NLL ratio; it *passes* when closeness ≥ 1. The winner of a stage is the passing
+setting with the highest Score (harmonic mean of efficacy, generalisation and specificity); if
+none passes, the one with the highest closeness (the setting nearest to all bars at once, so
+neither efficacy nor preservation can be bought by giving up the other). Writes
+``oteseq/toy/<version folder>/sweep.json`` and ``sweep.md``.
+
+The default scale is the toy's edit budget, 100 edits in 20 x 5 (``bench/capacity.py``:
+v2's person keys take as much of other edits' residuals at 100 edits as random keys do in a
+6,400-wide GPT-2 XL layer at 2,000). Earlier sweeps ran 300 edits in 3 x 100 with a rule on
+recall and NLL only; it chose lam 20000 at 29 % efficacy.
 """
 from __future__ import annotations
 
@@ -31,9 +39,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 RECORD_SEED = 100
-RECALL_BAR, NLL_BAR = 0.90, 1.03
+BARS = {"efficacy": 0.95, "generalization": 0.85, "recall": 0.90}  # at least
+NLL_BAR = 1.03   # at most, as a ratio to the unedited model
 LAYER_SETS = ((1, 2), (1, 2, 3), (1, 2, 3, 4))
-LAMS = (2000.0, 20000.0, 160000.0)
+LAMS = (1000.0, 2000.0, 4000.0, 20000.0)
 SAMPLES = (5000, 20000)   # preservation texts behind C0 (half of them fact statements)
 CLAMPS = (2.0, 4.0)
 ALPHAEDIT = ((0.1, 2e-2), (1.0, 2e-2), (10.0, 2e-2))  # (ridge, threshold)
@@ -81,11 +90,19 @@ def _run(job: dict) -> dict:
             "general": general, "timings": result.timings}
 
 
+def closeness(row: dict) -> float:
+    """How near a setting is to all bars at once: the smallest ratio of value to bar (≥ 1:
+    every bar met)."""
+    pre, post, general = row["pre_general"], row["post"], row["general"]
+    return min(post["efficacy"] / BARS["efficacy"],
+               post["generalization"] / BARS["generalization"],
+               general["recall"] / pre["recall"] / BARS["recall"],
+               NLL_BAR * pre["nll"] / general["nll"])
+
+
 def passes(row: dict) -> bool:
-    """The rule's bars: untouched recall ≥ 90 % of unedited, NLL ≤ 1.03 × unedited."""
-    pre, post = row["pre_general"], row["general"]
-    return (post["recall"] >= RECALL_BAR * pre["recall"]
-            and post["nll"] <= NLL_BAR * pre["nll"])
+    """Every bar met."""
+    return closeness(row) >= 1.0
 
 
 def best(rows: list[dict]) -> dict:
@@ -93,9 +110,7 @@ def best(rows: list[dict]) -> dict:
     passing = [r for r in rows if passes(r)]
     if passing:
         return max(passing, key=lambda r: r["post"]["score"])
-    top = max(r["general"]["recall"] for r in rows)
-    return max((r for r in rows if r["general"]["recall"] >= top - 1e-9),
-               key=lambda r: r["post"]["score"])
+    return max(rows, key=closeness)
 
 
 def _stage(pool, name: str, jobs: list[dict]) -> list[dict]:
@@ -133,7 +148,8 @@ def sweep(model_name: str, n: int, batch: int, jobs: int, quick: bool) -> dict:
         sizes = [dict(job, model=name, changes={}) for name, v in VERSIONS.items()
                  if name != model_name and (v.path / "model.safetensors").is_file()]
         rows += _stage(pool, "model size", sizes + [dict(job, changes={})])
-        stage = _stage(pool, "layers", [dict(job, changes={"layers": list(s)})
+        start = {"lam": 2000.0, "clamp_norm_factor": 4.0}   # independent of current defaults
+        stage = _stage(pool, "layers", [dict(job, changes={**start, "layers": list(s)})
                                         for s in layer_sets])
         chosen = dict(best(stage)["changes"])
         rows += stage
@@ -150,8 +166,8 @@ def sweep(model_name: str, n: int, batch: int, jobs: int, quick: bool) -> dict:
         rows += stage
         alpha_best = best(stage)["changes"]
     return {"model": model_name, "n": n, "batch_size": batch, "record_seed": RECORD_SEED,
-            "rule": {"recall_ratio": RECALL_BAR, "nll_ratio": NLL_BAR,
-                     "then": "highest score among passing settings"},
+            "rule": {"bars": BARS, "nll_ratio": NLL_BAR,
+                     "then": "highest score among passing settings, else highest closeness"},
             "chosen": chosen, "alphaedit": {k: alpha_best[k] for k in
                                             ("ridge", "nullspace_threshold")},
             "rows": rows}
@@ -161,12 +177,14 @@ def markdown(table: dict) -> str:
     """The committed sweep table."""
     lines = [f"Sweep on {table['model']}: {table['n']} toy CounterFact edits (distinct people, "
              f"record seed {table['record_seed']}) in batches of {table['batch_size']}, "
-             "evaluated after the last batch (toy-world numbers). Rule: passes = untouched-fact "
-             f"recall ≥ {table['rule']['recall_ratio']:.0%} of unedited and text NLL ≤ "
-             f"{table['rule']['nll_ratio']:.2f} × unedited; each stage keeps the passing setting "
-             "with the highest Score. Produced by `bench/toy_sweep.py`.", "",
+             "evaluated after the last batch (toy-world numbers). Rule: passes = efficacy ≥ 95, "
+             "paraphrase ≥ 85, untouched-fact recall ≥ 90 % of unedited and text NLL ≤ 1.03 × "
+             "unedited; closeness = the smallest ratio of value to bar; each stage keeps the "
+             "passing setting with the highest Score, else the one with the highest closeness. "
+             "Produced by `bench/toy_sweep.py`.", "",
              "| stage | method | model | setting | Eff. | Gen. | Spe. | Score | recall / unedited "
-             "| NLL / unedited | passes | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| NLL / unedited | closeness | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
         p, g, g0 = r["post"], r["general"], r["pre_general"]
         setting = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "defaults"
@@ -174,7 +192,7 @@ def markdown(table: dict) -> str:
                      f"{100 * p['efficacy']:.1f} | {100 * p['generalization']:.1f} | "
                      f"{100 * p['specificity']:.1f} | {100 * p['score']:.1f} | "
                      f"{g['recall'] / g0['recall']:.3f} | {g['nll'] / g0['nll']:.3f} | "
-                     f"{'yes' if passes(r) else 'no'} | {r['seconds']:.0f} |")
+                     f"{closeness(r):.3f} | {r['seconds']:.0f} |")
     lines += ["", f"Chosen (memit-style methods): `{table['chosen']}`; AlphaEdit: "
               f"`{table['alphaedit']}`."]
     return "\n".join(lines) + "\n"
@@ -183,8 +201,8 @@ def markdown(table: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="toy-v2")
-    parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, 1 thread each")
     parser.add_argument("--quick", action="store_true", help="60 edits, fewer settings")
     parser.add_argument("--out", type=Path, default=None, help="folder for sweep.json/.md")
