@@ -5,6 +5,7 @@
     python bench/reproduce.py --scale ci --methods memit memit-seq --out /tmp/results
     python bench/reproduce.py --conflicts                 # accumulate vs replace, conflicts.md
     python bench/reproduce.py --model toy-v2 --scale paper --seed 1 --evaluate zsre
+    python bench/reproduce.py --model toy-v2 --scale budget --seed 0   # 80 edits in 20 x 4
     python bench/reproduce.py --aggregate oteseq/toy/results/v2/counterfact-paper
 
 Every method edits the same records in T = n/B batches with the toy model's default
@@ -48,8 +49,11 @@ CONFLICTS = {"n": 40, "rate": 0.25, "seed": 0, "batch_size": 1, "method": "memit
 SCALES = {"ci": Scale(n=100, batch_size=25), "paper": Scale(n=2000, batch_size=100,
                                                            eval_every=5, general_every=5)}
 # toy-v2: general ability every 200 edits (the paper's Figure 1, right)
+# budget: the edits toy-v2 has room for (bench/capacity.py: up to 80 edits its person keys leak
+# no more than random keys in GPT-2 XL's 6,400-wide MLP at 2,000), in the paper's 20 batches
 SCALES_V2 = {"ci": Scale(n=100, batch_size=25),
-             "paper": Scale(n=2000, batch_size=100, eval_every=5, general_every=2)}
+             "paper": Scale(n=2000, batch_size=100, eval_every=5, general_every=2),
+             "budget": Scale(n=80, batch_size=4, eval_every=2, general_every=2)}
 
 
 def records_for(model_name: str, n: int, seed: int, kind: str = "counterfact", **options):
@@ -262,7 +266,8 @@ def conflicts_markdown(table: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="ci")
+    parser.add_argument("--scale", choices=sorted({*SCALES, *SCALES_V2}), default="ci",
+                        help="ci, paper, or budget (toy-v2 only: 80 edits in 20 x 4)")
     parser.add_argument("--model", default="toy",
                         help="toy (the default version), toy-v1 or toy-v2")
     parser.add_argument("--seed", type=int, default=0, help="records and run seed")
@@ -288,6 +293,9 @@ def main(argv=None) -> None:
         return
     from oteseq.loading import toy_name
     v1 = toy_name(args.model) == "toy-v1"
+    if v1 and args.scale not in SCALES:
+        parser.error(f"--scale {args.scale} is for toy-v2 (its edit budget); toy-v1 has "
+                     f"{sorted(SCALES)}")
     short = toy_name(args.model).removeprefix("toy-")
     out = args.out or (ROOT / "book" / "results" / args.scale if v1 else
                        ROOT / "oteseq" / "toy" / "results" / short
