@@ -1,6 +1,6 @@
 """Choose a toy model's editing defaults by a stated rule: a coordinate sweep, table committed.
 
-    python bench/toy_sweep.py                     # toy-v2, 100 edits in 20 x 5, 2 workers
+    python bench/toy_sweep.py                     # toy-v2, 80 edits in 20 x 4, 2 workers
     python bench/toy_sweep.py --quick             # 60 edits in 3 x 20: a smoke run
 
 Every setting edits the same toy CounterFact records (distinct people, record seed 100: not
@@ -24,9 +24,9 @@ none passes, the one with the highest closeness (the setting nearest to all bars
 neither efficacy nor preservation can be bought by giving up the other). Writes
 ``oteseq/toy/<version folder>/sweep.json`` and ``sweep.md``.
 
-The default scale is the toy's edit budget, 100 edits in 20 x 5 (``bench/capacity.py``:
-v2's person keys take as much of other edits' residuals at 100 edits as random keys do in a
-6,400-wide GPT-2 XL layer at 2,000). Earlier sweeps ran 300 edits in 3 x 100 with a rule on
+The default scale is the toy's edit budget, 80 edits in 20 x 4 (``bench/capacity.py``: up to
+80 edits, v2's person keys take no more of other edits' residuals than random keys do in a
+6,400-wide GPT-2 XL layer at 2,000 edits). Earlier sweeps ran 300 edits in 3 x 100 with a rule on
 recall and NLL only; it chose lam 20000 at 29 % efficacy.
 """
 from __future__ import annotations
@@ -201,8 +201,8 @@ def markdown(table: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="toy-v2")
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=5)
+    parser.add_argument("--n", type=int, default=80)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, 1 thread each")
     parser.add_argument("--quick", action="store_true", help="60 edits, fewer settings")
     parser.add_argument("--out", type=Path, default=None, help="folder for sweep.json/.md")
