@@ -65,18 +65,20 @@ _V1 = ToyModel(
                                   template_source="toy")),
     alphaedit_ridge=1.0, distinct_subjects=False, untouched="pair")
 
-# v2 (6 blocks, d_model 256, d_ff 2048, 5,000 people): chosen by bench/toy_sweep.py (300 edits
-# in 3 x 100; rule and table in model_v2/sweep.md): the passing setting (untouched recall ≥ 90 %
-# of unedited, NLL ≤ 1.03 x) with the best Score. No setting passes with high efficacy: lam 2000
-# gives efficacy 91 % but untouched recall 0.66 of unedited, lam 20000 recall 0.94 but efficacy
-# 29 % (the keys of people whose names end in the same token have cosine 0.37-0.53 at blocks
-# 1-3). Clamp 2 and 4 tie (the clamp does not bind). ridge 1e-2: some MLP neurons never fire on
-# the preservation text (134 / 23 / 7 of 2,048 in blocks 1 / 2 / 3), so lam·C0 alone is
-# singular; 1e-2 is ≈2e-5 of lam·tr(C0)/d_ff in block 1. AlphaEdit: ridge 10 (ridge 0.1 / 1 /
-# 10 -> untouched recall 0.30 / 0.33 / 0.59 of unedited, efficacy 89 / 90 / 79 %).
+# v2 (6 blocks, d_model 256, d_ff 2048, 5,000 people): chosen by bench/toy_sweep.py at the
+# toy's edit budget (80 edits in 20 x 4, record seed 100; bench/capacity.py: up to 80 edits v2's
+# person keys leak no more than random keys in GPT-2 XL's MLP at 2,000). Rule and table in
+# model_v2/sweep.md: the passing setting (efficacy >= 95, paraphrase >= 85, untouched recall
+# >= 90 % of unedited, NLL <= 1.03 x) with the best Score. layers 1-3, lam 2000 pass (efficacy
+# 98.8, recall 0.915); lam 4000 keeps more (0.945) but edits less (87.5); lam 20000, the
+# earlier default chosen at 300 edits, edits 17.5 %. Clamp 2 and 4 tie (the clamp does not
+# bind). ridge 1e-2: some MLP neurons never fire on the preservation text (134 / 23 / 7 of
+# 2,048 in blocks 1 / 2 / 3), so lam·C0 alone is singular; 1e-2 is ~2e-4 of lam·tr(C0)/d_ff in
+# block 1. AlphaEdit: ridge 10 (0.1 / 1 / 10 -> efficacy 95.0 / 97.5 / 90.0, untouched recall
+# 0.72 / 0.78 / 0.90 of unedited: only 10 keeps recall within the bar).
 _V2 = ToyModel(
     name="toy-v2", folder="model_v2",
-    hparams=MappingProxyType(dict(layers=(1, 2, 3), lam=20000.0, clamp_norm_factor=2.0,
+    hparams=MappingProxyType(dict(layers=(1, 2, 3), lam=2000.0, clamp_norm_factor=2.0,
                                   mom2_corpus="toy", mom2_n_samples=5000,
                                   template_source="toy", ridge=1e-2)),
     alphaedit_ridge=10.0, distinct_subjects=True, untouched="subject")
