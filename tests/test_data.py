@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import oteseq.data as data
-from oteseq.data.glue import balanced_subset
+from oteseq.data._glue import balanced_subset
 from oteseq.errors import OfflineError, OptionError
 
 CF = [{"case_id": 7, "pararel_idx": 4242,

@@ -108,8 +108,8 @@ def test_relative_imports_resolve():
     graph = import_graph()
     assert "oteseq.values.prompts" in graph["oteseq.values.optimise"]
     assert "oteseq.models" in graph["oteseq.values.optimise"]
-    assert "oteseq.evaluate" in graph["oteseq.data.counterfact"] or \
-        "oteseq.tfidf" in graph["oteseq.data.counterfact"]
+    assert "oteseq.evaluate" in graph["oteseq.data._counterfact"] or \
+        "oteseq.tfidf" in graph["oteseq.data._counterfact"]
 
 
 def test_no_import_cycles():
@@ -127,3 +127,39 @@ def test_every_module_imports_first():
             "    importlib.import_module(name)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_no_submodule_shadows_a_public_name():
+    """Import every submodule of oteseq, then read the public names of oteseq and of each
+    subpackage: a function or class must still be one (``import oteseq.x.f`` binds the
+    attribute ``f`` of ``oteseq.x`` to the module ``oteseq.x.f`` when that module exists), and
+    ``import oteseq.x.f as m`` must give a module, never the function of the same name."""
+    code = (
+        "import importlib, pkgutil, sys, types, oteseq\n"
+        "names = sorted(m.name for m in pkgutil.walk_packages(oteseq.__path__, 'oteseq.')\n"
+        "               if not m.name.endswith('__main__'))\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "bad = []\n"
+        "for pkg in [oteseq] + [sys.modules[n] for n in names if hasattr(sys.modules[n],"
+        " '__path__')]:\n"
+        "    for attr in getattr(pkg, '__all__', []):\n"
+        "        value = getattr(pkg, attr)\n"
+        "        submodule = sys.modules.get(f'{pkg.__name__}.{attr}')\n"
+        "        if submodule is not None and value is not submodule:\n"
+        "            bad.append(f'{pkg.__name__}.{attr}')\n"
+        "        if isinstance(value, types.ModuleType) and value.__name__ != "
+        "f'{pkg.__name__}.{attr}':\n"
+        "            bad.append(f'{pkg.__name__}.{attr}')\n"
+        "for attr, (_, target) in oteseq._LAZY.items():\n"
+        "    if target is not None and not callable(getattr(oteseq, attr)):\n"
+        "        bad.append(f'oteseq.{attr}')\n"
+        "assert oteseq.setup(0) == 'ci', 'oteseq.setup(0)'\n"
+        "print(len(names), bad)\n")
+    env = {"OTESEQ_SCALE": "ci", "PATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    count, bad = out.stdout.split(maxsplit=1)
+    assert int(count) > 50 and bad.strip() == "[]", out.stdout

@@ -8,7 +8,7 @@ import pytest
 
 import oteseq.toy as toy
 from oteseq.requests import Request
-from oteseq.toy.world import world as cached_world
+from oteseq.toy._world import world as cached_world
 
 FRESH_WORLD = cached_world.__wrapped__  # bypasses the cache: a really new computation
 

@@ -7,10 +7,10 @@ fetch from where, or points to the toy world (``oteseq.toy.counterfact(n)``).
 """
 from .cache import data_dir
 from .catalog import NAMES, load
-from .counterfact import attribute_snippets, counterfact, tfidf
-from .glue import glue
+from ._counterfact import attribute_snippets, counterfact, tfidf
+from ._glue import glue
 from ..schemas import SchemaError
-from .zsre import zsre
+from ._zsre import zsre
 
 __all__ = ["NAMES", "SchemaError", "attribute_snippets", "counterfact", "data_dir", "glue",
            "load", "tfidf", "zsre"]

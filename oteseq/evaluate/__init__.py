@@ -4,8 +4,8 @@ Every definition matches the ROME / MEMIT / AlphaEdit code (see each module's do
 formula and the reference key it corresponds to). Rates are returned in [0, 1]; the papers print
 them ×100.
 """
-from .counterfact import counterfact
+from ._counterfact import counterfact
 from .glue import general_ability
-from .zsre import zsre
+from ._zsre import zsre
 
 __all__ = ["counterfact", "general_ability", "zsre"]

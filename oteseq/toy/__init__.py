@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .corpus import context_prefixes, general_text, preservation_text
 from .records import conflicts, counterfact, zsre
-from .world import RELATIONS, Relation, World, world
+from ._world import RELATIONS, Relation, World, world
 
 
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from ..loading import load_model
         from .report import quality_report
-        from .world import world
+        from ._world import world
 
         model, tok = load_model(str(out) if args.out is not None else version.name)
         cfg = json.loads((out / "training_report.json").read_text())["config"]

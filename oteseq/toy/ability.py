@@ -14,7 +14,7 @@ import torch
 from ..errors import OptionError
 from ..keys import right_padded
 from .corpus import general_text
-from .world import World, world as make_world
+from ._world import World, world as make_world
 
 
 def _device(model) -> torch.device:

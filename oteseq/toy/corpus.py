@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Iterator, Literal
 
-from .world import World
+from ._world import World
 
 Split = Literal["train", "heldout"]
 
@@ -67,7 +67,7 @@ def general_text(n: int, seed: int = 0, split: Split = "train", *, world: World 
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split={split!r}: use 'train' or 'heldout'")
-    from .world import world as make_world
+    from ._world import world as make_world
 
     places = _places(world if world is not None else make_world(0))
     rng = random.Random(f"oteseq-toy-general-{split}-{seed}")
@@ -85,7 +85,7 @@ def preservation_text(n: int, seed: int = 0, *, world: World | None = None,
     model), so an edit with it overwrites other facts freely; with the facts in the sample,
     recall of untouched facts after 30 ``memit-seq`` edits was 0.98 instead of 0.57.
     """
-    from .world import world as make_world
+    from ._world import world as make_world
 
     world = world if world is not None else make_world(0)
     n_facts = int(round(n * fact_fraction))

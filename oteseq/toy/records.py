@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import OptionError
 from .corpus import general_text, nq_question
-from .world import World, world as make_world
+from ._world import World, world as make_world
 
 N_NEIGHBOURS = 10
 

@@ -15,7 +15,7 @@ import torch
 
 from .ability import mean_nll, object_hits
 from .corpus import context_prefixes, fact_prompts, general_text
-from .world import World
+from ._world import World
 
 BARS = {"canonical": 0.97, "paraphrase": 0.90, "question": 0.80}
 

@@ -21,7 +21,7 @@ import torch
 from .ability import object_hits
 from .corpus import context_prefixes, fact_examples, general_text
 from .tokenizer import train_tokenizer
-from .world import world as make_world
+from ._world import world as make_world
 
 log = logging.getLogger(__name__)
 

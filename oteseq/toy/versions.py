@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .world import World, world as make_world
+from ._world import World, world as make_world
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from .counterfact import harmonic_mean
+from ._counterfact import harmonic_mean
 from .scoring import score_continuations
 
 GROUPS = ("efficacy", "generalization", "specificity")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cache import fetch
-from .counterfact import DSETS_URL, _json_checker, read_json
+from ._counterfact import DSETS_URL, _json_checker, read_json
 from ..schemas import ZSRE, SchemaError
 
 NAME = "zsre_mend_eval.json"

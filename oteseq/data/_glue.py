@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from ..errors import OptionError
 from .cache import data_dir, fetch, write_atomic
-from .counterfact import read_json
+from ._counterfact import read_json
 from ..schemas import GLUE, check_labels
 
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data"
