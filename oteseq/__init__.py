@@ -20,9 +20,9 @@ _LAZY = {
     "evaluate": ("oteseq.evaluate", None),
     "data": ("oteseq.data", None),
     "experiments": ("oteseq.experiments", None),
-    "exercises": ("oteseq.exercises", None),
-    "setup": ("oteseq.session", "setup"),
-    "scale": ("oteseq.session", "scale"),
+    "exercises": ("oteseq.book.exercises", None),
+    "setup": ("oteseq.book.session", "setup"),
+    "scale": ("oteseq.book.session", "scale"),
 }
 
 # submodules reachable as attributes without an explicit import (``oteseq.methods`` ...)

@@ -1,4 +1,4 @@
-"""The chapter checks of oteseq.exercise_checks: a correct solution passes, a wrong one fails
+"""The chapter checks of oteseq.book.exercise_checks: a correct solution passes, a wrong one fails
 with an AssertionError whose message helps (names the mistake or the formula)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from oteseq import ols
-from oteseq.exercise_checks import ch06, ch10
+from oteseq.book.exercise_checks import ch06, ch10
 
 # ----------------------------------------------------------------------------- chapter 6
 

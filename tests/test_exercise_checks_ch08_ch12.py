@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oteseq.exercise_checks import ch08, ch12
+from oteseq.book.exercise_checks import ch08, ch12
 
 # ----------------------------------------------------------------------------- chapter 8
 
@@ -75,7 +75,7 @@ def test_wrong_solutions_fail_with_a_hint(check, wrong, phrase):
 
 
 def test_checks_are_exposed_by_oteseq_exercises():
-    import oteseq.exercises as exercises
+    from oteseq import exercises
     assert exercises.check_rect is ch08.check_rect
     assert exercises.check_error_feedback_step is ch08.check_error_feedback_step
 
@@ -123,5 +123,5 @@ def test_rls_wrong_solutions_fail_with_a_hint(wrong, phrase):
 
 
 def test_ch12_check_is_exposed_by_oteseq_exercises():
-    import oteseq.exercises as exercises
+    from oteseq import exercises
     assert exercises.check_rls_step is ch12.check_rls_step

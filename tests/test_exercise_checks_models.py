@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from oteseq import hooks, keys, models, ols
-from oteseq.exercise_checks.ch02 import check_subject_key
-from oteseq.exercise_checks.ch04 import check_disturbance
-from oteseq.exercise_checks.ch05 import check_misaligned_se
+from oteseq.book.exercise_checks.ch02 import check_subject_key
+from oteseq.book.exercise_checks.ch04 import check_disturbance
+from oteseq.book.exercise_checks.ch05 import check_misaligned_se
 from tiny_models import tiny_model
 
 

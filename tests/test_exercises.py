@@ -61,15 +61,19 @@ WRONG = {  # a plausible mistake for each
 }
 
 
+CORE = ("ch01", "ch03", "ch07", "ch09")  # the closed-form checks on random problems
+
+
 def test_every_check_is_covered():
-    public = {name for name in dir(exercises) if name.startswith("check_")
-              and getattr(exercises, name).__module__ == exercises.__name__}
+    public = {name for name in exercises.__all__ if name.startswith("check_")
+              and getattr(exercises, name).__module__.rsplit(".", 1)[1] in CORE}
     assert public == set(CORRECT) == set(WRONG)
 
 
 @pytest.mark.parametrize("name", sorted(CORRECT))
 def test_check_accepts_a_correct_solution(name, capsys):
-    assert getattr(exercises, name)(CORRECT[name]) is None
+    worst = getattr(exercises, name)(CORRECT[name])
+    assert isinstance(worst, exercises.Agreement) and 0.0 <= worst <= exercises.TOLERANCE
     line = capsys.readouterr().out
     assert line.startswith(f"\u2713 {name}: your function matches")
     assert float(line.rsplit("error ", 1)[1].rstrip(").\n")) <= exercises.TOLERANCE
@@ -111,7 +115,35 @@ def test_nan_is_rejected():
         exercises.check_se_step(lambda *a: se_step(*a) * float("nan"))
 
 
-def test_chapter_module_checks_are_re_exported():
-    chapter_checks = exercises._chapter_checks()
-    for name, fn in chapter_checks.items():
+def test_every_chapter_check_is_listed():
+    """``oteseq.exercises`` lists each ``check_*`` of every chapter module, and only those."""
+    import importlib
+    import pkgutil
+
+    from oteseq.book import exercise_checks
+
+    found = {}
+    for info in pkgutil.iter_modules(exercise_checks.__path__):
+        if info.name.startswith("ch"):
+            module = importlib.import_module(f"{exercise_checks.__name__}.{info.name}")
+            found.update({name: fn for name, fn in vars(module).items()
+                          if name.startswith("check_") and callable(fn)})
+    assert len(found) > 20
+    assert {name for name in exercises.__all__ if name.startswith("check_")} == set(found)
+    for name, fn in found.items():
         assert getattr(exercises, name) is fn
+
+
+def test_oteseq_exercises_is_the_book_module():
+    import oteseq
+    from oteseq.book import exercises as book_exercises
+
+    assert oteseq.exercises is book_exercises
+    assert oteseq.exercises.check_ote is book_exercises.check_ote
+
+
+def test_a_notebook_cell_ending_in_a_check_displays_only_the_line():
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(exercises.check_ote(CORRECT["check_ote"]))
+    assert data == {}

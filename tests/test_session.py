@@ -13,7 +13,8 @@ from oteseq.errors import OptionError
 
 def test_setup_is_callable_after_importing_its_module():
     # A fresh interpreter: the package attribute must not have been cached by other tests.
-    code = ("import oteseq.session, oteseq; from oteseq.session import scale; "
+    code = ("import oteseq.book.session, oteseq.book, oteseq; "
+            "from oteseq.book.session import scale; "
             "assert callable(oteseq.setup) and callable(oteseq.scale); "
             "print(oteseq.setup(0))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

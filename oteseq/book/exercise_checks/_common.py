@@ -1,10 +1,15 @@
 """Shared machinery of the chapter checks: call the reader's function safely, compare, report.
 
+The one contract of every ``check_xxx(fn, ...)``: call the reader's function on a few seeded
+random problems, and either raise :class:`AssertionError` with a message that says which problem
+differs and a hint, or print one success line and return the largest error as a
+:class:`Agreement` (a float that a notebook cell does not display, since the line said it).
 Printing is the point here: the checks are called from notebook cells, never from the library.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -56,10 +61,13 @@ def call(name: str, fn: Callable, args: dict, case: int):
 
 
 def as_tensor(name: str, value, like: torch.Tensor, what: str = "result") -> torch.Tensor:
-    """The reader's ``value`` as a float64 tensor with ``like``'s shape, or a helpful error."""
+    """The reader's ``value`` (a tensor or an array) as a float64 tensor with ``like``'s shape,
+    or a helpful error."""
     if not isinstance(value, torch.Tensor):
-        raise AssertionError(f"{name}: your {what} is a {type(value).__name__}; return a "
-                             f"torch.Tensor of shape {tuple(like.shape)}")
+        if isinstance(value, (tuple, list)) or not hasattr(value, "__array__"):
+            raise AssertionError(f"{name}: your {what} is a {type(value).__name__}; return a "
+                                 f"torch.Tensor of shape {tuple(like.shape)}")
+        value = torch.as_tensor(value)
     if tuple(value.shape) != tuple(like.shape):
         raise AssertionError(f"{name}: your {what} has shape {tuple(value.shape)}, expected "
                              f"{tuple(like.shape)} (W is (d_out, d_in); keys are columns: "
@@ -84,10 +92,72 @@ def compare(name: str, got: torch.Tensor, expected: torch.Tensor, case: int, arg
     return error
 
 
-def report(name: str, what: str, errors: Iterable[float]) -> float:
+class Agreement(float):
+    """The largest error a check found: a float for code (``assert check(fn) < 1e-8``) that a
+    notebook cell ending in a check does not display (the success line was printed)."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
+def report(name: str, what: str, errors: Iterable[float]) -> Agreement:
     """Print the success line; return the largest relative error."""
     errors = list(errors)
     worst = max(errors)
     print(f"\u2713 {name}: your function matches {what} on {len(errors)} random problems "
           f"(largest relative error {worst:.0e}).")
-    return worst
+    return Agreement(worst)
+
+
+def run_check(name: str, fn: Callable, reference: Callable, problems: list[dict], *,
+              what: str, hint: str,
+              view: Callable[[torch.Tensor, dict], torch.Tensor] = lambda x, a: x) -> Agreement:
+    """Compare ``fn(**problem)`` with ``reference(**problem)`` on every problem (one returned
+    tensor each). ``view(result, problem)`` maps both results to what must agree (e.g. the
+    weight change ``Δ B`` when ``Δ`` itself is not unique)."""
+    errors = []
+    for case, args in enumerate(problems):
+        expected = reference(**args).to(torch.float64)
+        got = as_tensor(name, call(name, fn, args, case), expected)
+        errors.append(compare(name, view(got, args), view(expected, args), case, args, what,
+                              hint))
+    return report(name, what, errors)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A random editing problem in the book's notation (all float64).
+
+    ``W0`` (d_out, d_in), ``C0`` (d_in, d_in) SPD, ``K`` (d_in, n), ``V`` (d_out, n),
+    ``K_p`` (d_in, m) earlier keys, ``lam`` > 0.
+    """
+
+    W0: torch.Tensor
+    C0: torch.Tensor
+    K: torch.Tensor
+    V: torch.Tensor
+    K_p: torch.Tensor
+    lam: float
+
+
+#: problem sizes by seed: square, tall, wide; n below and above d_in.
+SHAPES = [dict(d_in=7, d_out=5, n=3, m=4), dict(d_in=4, d_out=6, n=6, m=2),
+          dict(d_in=5, d_out=5, n=1, m=9), dict(d_in=8, d_out=3, n=8, m=1)]
+
+
+def random_problem(seed: int, *, d_in: int = 7, d_out: int = 5, n: int = 3,
+                   m: int = 4) -> Problem:
+    """A seeded random :class:`Problem`; ``C0 = K0 K0ᵀ / N`` from ``N = 3·d_in`` random keys."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    K0 = torch.randn(d_in, 3 * d_in, generator=g, dtype=torch.float64)
+    return Problem(W0=torch.randn(d_out, d_in, generator=g, dtype=torch.float64),
+                   C0=K0 @ K0.T / K0.shape[1],
+                   K=torch.randn(d_in, n, generator=g, dtype=torch.float64),
+                   V=torch.randn(d_out, n, generator=g, dtype=torch.float64),
+                   K_p=torch.randn(d_in, m, generator=g, dtype=torch.float64),
+                   lam=float(0.1 + 4.9 * torch.rand(1, generator=g, dtype=torch.float64)))
+
+
+def problems(n: int = 4) -> list[Problem]:
+    """``n`` seeded random problems of varying shapes."""
+    return [random_problem(seed, **SHAPES[seed % len(SHAPES)]) for seed in range(n)]

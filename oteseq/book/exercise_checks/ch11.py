@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.exercise_checks._common import generator, randn, report
+from ._common import Agreement, generator, randn, report
 
 #: absolute tolerance on a rate or a probability difference (float64 inputs).
 ATOL = 1e-9
@@ -32,7 +32,7 @@ def _two_floats(name: str, out) -> tuple[float, float]:
                              f"{type(out[1]).__name__}") from None
 
 
-def check_rewrite_metrics(fn: Callable) -> float:
+def check_rewrite_metrics(fn: Callable) -> Agreement:
     """Check ``fn(nll_new, nll_true) -> (success, magnitude)`` on 1-D float64 tensors.
 
     ``nll_new[i]`` / ``nll_true[i]``: mean per-token NLL of the new / true target after prompt i.
@@ -71,7 +71,7 @@ def check_rewrite_metrics(fn: Callable) -> float:
     return report(name, "the CounterFact success and magnitude", errors)
 
 
-def check_protocol_batches(fn: Callable) -> float:
+def check_protocol_batches(fn: Callable) -> Agreement:
     """Check ``fn(records, batch_size) -> list of batches`` (lists of records).
 
     The paper's protocol: the records in their given order (no shuffle), consecutive chunks

@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.exercise_checks._common import (as_tensor, call, compare, generator, randn,
-                                            report)
+from ._common import Agreement, as_tensor, call, compare, generator, randn, report
 
 
 def _stream(case: int, d_in: int = 6, d_out: int = 4, n: int = 2, T: int = 4) -> dict:
@@ -40,7 +39,7 @@ def _call_stream(name: str, fn: Callable, p: dict, case: int, *extra):
     return out, args
 
 
-def check_rls(fn: Callable) -> float:
+def check_rls(fn: Callable) -> Agreement:
     """Check ``fn(W0, C0, lam, batches) -> W`` (recursive least squares) against
     :class:`oteseq.LinearMemory` (``accumulate=True``) fed the same batches.
 
@@ -71,7 +70,7 @@ def check_rls(fn: Callable) -> float:
     return report(name, "LinearMemory after the same batches", errors)
 
 
-def check_rls_replace(fn: Callable) -> float:
+def check_rls_replace(fn: Callable) -> Agreement:
     """Check ``fn(W, A_inv, K_old, V_old, K_new, V_new) -> (W_new, A_inv_new)``.
 
     Conflict-aware replacement in inverse form: ``A_new = A − K_old K_oldᵀ + K_new K_newᵀ``,
@@ -108,7 +107,7 @@ def check_rls_replace(fn: Callable) -> float:
     return report(name, "replacement in inverse form", errors)
 
 
-def check_forgetting_rls(fn: Callable) -> float:
+def check_forgetting_rls(fn: Callable) -> Agreement:
     """Check ``fn(W0, C0, lam, batches, gamma) -> W_T`` (RLS with a forgetting factor).
 
     ``W_T`` must minimise ``Σ_s γ^{T−s}‖W K_s − V_s‖² + lam·tr((W−W0) C0 (W−W0)ᵀ)``: old edits
@@ -129,7 +128,7 @@ def check_forgetting_rls(fn: Callable) -> float:
     return report(name, "the forgetting-factor solution", errors)
 
 
-def check_hit_rate(fn: Callable) -> float:
+def check_hit_rate(fn: Callable) -> Agreement:
     """Check ``fn(W, W0, K, V) -> float``: the fraction of edited constraints that still hold.
 
     Column j holds when the edited output is closer to its target than to the original output:

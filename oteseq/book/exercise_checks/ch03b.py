@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from oteseq.exercise_checks._common import (as_tensor, call, compare, generator, randn,
-                                            report)
+from ._common import Agreement, as_tensor, call, compare, generator, randn, report
 
 
 def _loss_problem(case: int, vocab: int = 11, d: int = 6) -> dict:
@@ -55,7 +54,7 @@ def _loss_hint(got: float, p: dict) -> str:
             "p_0) + weight_decay·‖δ‖/‖z_init‖²")
 
 
-def check_value_loss(fn: Callable) -> float:
+def check_value_loss(fn: Callable) -> Agreement:
     """Check ``fn(target_logp, kl_logp, kl_ref, delta, z_init, kl_factor, weight_decay)`` →
     the 0-d loss of one request against :func:`oteseq.values.request_losses`.
 
@@ -91,7 +90,7 @@ def _clamp_problem(case: int, n: int = 5, d: int = 4) -> dict:
                 z_init=z_init, factor=factor)
 
 
-def check_clamp(fn: Callable) -> float:
+def check_clamp(fn: Callable) -> Agreement:
     """Check ``fn(delta, z_init, factor)`` → each row of ``delta`` (n, d) projected onto the
     ball ``‖δ_i‖ ≤ factor·‖z_init_i‖``: rows inside unchanged, rows outside rescaled onto the
     sphere. Tried with a row inside, on, outside the ball and a zero row. Returns the largest

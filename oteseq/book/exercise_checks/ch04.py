@@ -5,10 +5,10 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.exercise_checks._common import call, compare, generator, randn, report
+from ._common import Agreement, call, compare, generator, randn, report
 
 
-def check_disturbance(fn: Callable) -> float:
+def check_disturbance(fn: Callable) -> Agreement:
     """Check ``fn(delta, C0) -> ‖Δ K0‖_F / √N`` (a scalar) given only ``C0 = K0 K0ᵀ / N``.
 
     The reference is computed from the keys ``K0`` themselves on a few random float64 problems

@@ -6,8 +6,7 @@ from functools import partial
 
 import torch
 
-from oteseq.exercise_checks._common import (as_tensor, call, compare, generator, randn,
-                                            relative_error, report)
+from ._common import Agreement, as_tensor, call, compare, generator, randn, relative_error, report
 
 
 def _rect_problems() -> list[dict]:
@@ -19,7 +18,7 @@ def _rect_problems() -> list[dict]:
     return problems
 
 
-def check_rect(fn: Callable) -> float:
+def check_rect(fn: Callable) -> Agreement:
     """Check ``fn(delta, W, keep) -> Δ̂`` against :func:`oteseq.ols.rect`.
 
     RECT keeps the ``round(keep · d_out · d_in)`` entries of ``Δ`` with the largest relative
@@ -66,7 +65,7 @@ def _feedback_problems() -> list[dict]:
     return problems
 
 
-def check_error_feedback_step(fn: Callable) -> float:
+def check_error_feedback_step(fn: Callable) -> Agreement:
     """Check ``fn(W, A, K, V, E, op) -> (Δ̂, E_new)`` against
     :func:`oteseq.ols.error_feedback_step`.
 

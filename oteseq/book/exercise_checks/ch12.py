@@ -5,8 +5,7 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.exercise_checks._common import (as_tensor, call, compare, generator, randn,
-                                            relative_error, report)
+from ._common import Agreement, as_tensor, call, compare, generator, randn, relative_error, report
 
 
 def _rls_problems() -> list[dict]:
@@ -21,7 +20,7 @@ def _rls_problems() -> list[dict]:
     return problems
 
 
-def check_rls_step(fn: Callable) -> float:
+def check_rls_step(fn: Callable) -> Agreement:
     """Check ``fn(W, A_inv, K, V) -> (W_new, A_inv_new)``: one aligned step in inverse form.
 
     ``A_new⁻¹ = (A + K Kᵀ)⁻¹`` (Woodbury: ``A⁻¹ − A⁻¹K (I + KᵀA⁻¹K)⁻¹ KᵀA⁻¹``) and

@@ -5,8 +5,7 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.exercise_checks._common import (as_tensor, call, compare, generator, randn,
-                                            relative_error, report)
+from ._common import Agreement, as_tensor, call, compare, generator, randn, relative_error, report
 
 
 def _spd_with_gap(g: torch.Generator, d: int, n_small: int) -> torch.Tensor:
@@ -27,7 +26,7 @@ def _projector_problems() -> list[dict]:
     return problems
 
 
-def check_nullspace_projector(fn: Callable) -> float:
+def check_nullspace_projector(fn: Callable) -> Agreement:
     """Check ``fn(C0, threshold) -> P`` against :func:`oteseq.ols.nullspace_projector`.
 
     ``P = U0 U0ᵀ`` where ``U0`` holds the eigenvectors of ``C0`` whose eigenvalue is below
@@ -71,7 +70,7 @@ def _alphaedit_problems(with_past: bool = True) -> list[dict]:
     return problems
 
 
-def check_alphaedit_step(fn: Callable) -> float:
+def check_alphaedit_step(fn: Callable) -> Agreement:
     """Check ``fn(W, K, V, P, alpha, K_p) -> Δ`` against :func:`oteseq.ols.alphaedit_step`.
 
     ``Δ = R Kᵀ P (K_p K_pᵀ P + K Kᵀ P + alpha I)⁻¹`` with ``R = V − W K``; ``K_p`` may be
@@ -95,7 +94,7 @@ def check_alphaedit_step(fn: Callable) -> float:
     return report(name, "oteseq.ols.alphaedit_step", errors)
 
 
-def check_alphaedit_ote(fn: Callable) -> float:
+def check_alphaedit_ote(fn: Callable) -> Agreement:
     """Check ``fn(W0, P, K, V, alpha) -> W``: the one-shot problem AlphaEdit-with-``K_p`` solves.
 
     ``W = W0 + D`` with ``D`` minimising ``‖(W0 + D) K − V‖² + alpha‖D‖²`` over ``D = D P``:

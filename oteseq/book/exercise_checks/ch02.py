@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.exercise_checks._common import as_tensor, report
+from ._common import Agreement, as_tensor, report
 
 #: float32 keys computed along another path differ by round-off only
 KEY_TOLERANCE = 1e-4
@@ -15,7 +15,7 @@ _CASES = (("{} is a city in the north.", "Varnholm"),
           ("I think {} plays the guitar.", "Toko Yasuda"))
 
 
-def check_subject_key(fn: Callable, model=None, tok=None) -> float:
+def check_subject_key(fn: Callable, model=None, tok=None) -> Agreement:
     """Check ``fn(model, tok, prompt, subject, layer) -> k``: the key ``k: (d_in,)`` — the input
     of layer ``layer``'s edited matrix at the subject's last token of the bare prompt.
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 
 from oteseq import ols
-from oteseq.exercise_checks._common import as_tensor, compare, generator, randn, report
+from ._common import Agreement, as_tensor, compare, generator, randn, report
 
 
 def _problem(case: int, d_in: int = 7, d_out: int = 4, n: int = 2, steps: int = 4) -> dict:
@@ -18,7 +18,7 @@ def _problem(case: int, d_in: int = 7, d_out: int = 4, n: int = 2, steps: int = 
                 lam=0.5 + case)
 
 
-def check_misaligned_se(fn: Callable) -> float:
+def check_misaligned_se(fn: Callable) -> Agreement:
     """Check ``fn(W0, C0, batches, lam) -> [W0, W1, …, WT]``: plain MEMIT batch after batch,
     ``Δ_t = (V_t − W_{t−1} K_t) K_tᵀ (lam C0 + K_t K_tᵀ)⁻¹`` (no earlier keys).
 

@@ -10,7 +10,7 @@ import os
 import random
 from typing import Literal
 
-from .errors import OptionError
+from ..errors import OptionError
 
 Scale = Literal["ci", "full"]
 

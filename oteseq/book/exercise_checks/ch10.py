@@ -5,8 +5,8 @@ from collections.abc import Callable
 
 import torch
 
-from oteseq.exercise_checks._common import (TOLERANCE, as_tensor, call, compare, describe,
-                                            generator, randn, relative_error, report)
+from ._common import (Agreement, TOLERANCE, as_tensor, call, compare, describe, generator, randn,
+                      relative_error, report)
 
 
 def _edit_problem(case: int, d_in: int = 6, d_out: int = 4, n: int = 5, m: int = 2) -> dict:
@@ -37,7 +37,7 @@ def _pair(name: str, out, like_W: torch.Tensor, like_A: torch.Tensor) -> tuple:
     return (as_tensor(name, out[0], like_W, "W_new"), as_tensor(name, out[1], like_A, "A_new"))
 
 
-def check_retract(fn: Callable) -> float:
+def check_retract(fn: Callable) -> Agreement:
     """Check ``fn(W, A, K_old, V_old) -> (W_new, A_new)``: remove the edits ``(K_old, V_old)``.
 
     ``W`` is the one-time solution over the active edits with normal matrix ``A``; ``W_new`` must
@@ -67,7 +67,7 @@ def check_retract(fn: Callable) -> float:
     return report(name, "the one-time solution over the remaining edits", errors)
 
 
-def check_replace(fn: Callable) -> float:
+def check_replace(fn: Callable) -> Agreement:
     """Check ``fn(W, A, K_old, V_old, K_new, V_new) -> (W_new, A_new)``: latest wins.
 
     ``W_new`` must be the one-time solution over the de-conflicted set (the old columns swapped
@@ -122,7 +122,7 @@ def _latest(ids: list, K: torch.Tensor, V: torch.Tensor, keep: str = "last") -> 
     return K[:, cols], V[:, cols]
 
 
-def check_deconflict(fn: Callable) -> float:
+def check_deconflict(fn: Callable) -> Agreement:
     """Check ``fn(ids, K, V) -> (K_d, V_d)``: one column per id, the latest one (latest wins).
 
     ``ids[j]`` names column ``j`` of ``K`` (d_in, n) and ``V`` (d_out, n), in edit order. The
