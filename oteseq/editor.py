@@ -61,7 +61,7 @@ class Editor:
 
     ``hparams`` default to :func:`oteseq.methods.default_hparams`; ``stats`` maps each edited
     layer to ``C0`` (default: :func:`oteseq.stats.second_moments`, cached); ``templates`` are
-    the context templates (default: sampled once with ``seed``, or the toy world's prefixes).
+    the context templates (default: sampled once with ``seed``, or a model profile's prefixes).
     """
 
     def __init__(self, model, tok, method: str = "memit-seq", *, hparams=None, stats=None,

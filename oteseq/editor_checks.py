@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from . import hooks, keys, models
+from . import hooks, keys, models, profiles
 from .batching import pad_token_id, right_padded
 from .errors import DeviceDtypeError, NonFiniteError, OptionError, RequestError, StateMismatchError
 from .memory import LinearMemory
@@ -105,11 +105,15 @@ class LazyStats(dict):
 
 
 def templates(model, tok, hp, seed: int) -> list[str]:
-    """Context templates for keys and values: the toy world's prefixes or sampled ones."""
-    if hp.template_source == "toy":  # the toy world's fixed prefixes, as many as hp asks for
-        from .toy import context_prefixes
+    """Context templates for keys and values: sampled from the model, or a fixed set of
+    prefixes a model profile supplies (as many as ``hp`` asks for)."""
+    if hp.template_source != "sample":
+        source = profiles.templates(hp.template_source, model)
+        if source is None:
+            raise OptionError(f"template_source={hp.template_source!r} is not a template set "
+                              f"of a model profile; known: {profiles.names('templates')}")
         count = sum(n for _, n in hp.context_templates)
-        return keys.context_templates(model, tok, source=context_prefixes()[:count])
+        return keys.context_templates(model, tok, source=source[:count])
     out = ["{}"]
     for length, count in hp.context_templates:
         out += keys.context_templates(model, tok, n=count, length=length, seed=seed)[1:]

@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from . import profiles
 from .projectors import cached_projector
 from .errors import OptionError
 from .keys import FACT_TOKENS, FactToken
@@ -71,7 +72,7 @@ class Hparams:
     v_weight_decay: float = 0.5      # penalty v_weight_decay·‖δ‖/‖z_init‖²
     fact_token: FactToken = "subject_last"  # token whose key and residual are edited
     context_templates: tuple[tuple[int, int], ...] = ((10, 5),)  # (tokens, count) prefixes
-    template_source: str = "sample"  # prefixes sampled from the model, or "toy": fixed ones
+    template_source: str = "sample"  # prefixes sampled from the model, or a profile's set
     mom2_corpus: str = "wikipedia"   # text for C0 (stats.second_moments corpus name)
     mom2_n_samples: int = 100000     # texts for C0 (MEMIT counts articles)
     nullspace_threshold: float = 2e-2  # AlphaEdit: eigenvalues of C0 below it span P
@@ -83,8 +84,10 @@ class Hparams:
                            tuple(tuple(int(v) for v in pair) for pair in self.context_templates))
         if not self.layers or list(self.layers) != sorted(set(self.layers)):
             raise OptionError(f"layers={self.layers}: give distinct layers in increasing order")
-        if self.template_source not in ("sample", "toy"):
-            raise OptionError(f"template_source={self.template_source!r}: use 'sample' or 'toy'")
+        if self.template_source != "sample" and \
+                self.template_source not in profiles.names("templates"):
+            raise OptionError(f"template_source={self.template_source!r}: use 'sample' or a "
+                              f"template set of a model profile {profiles.names('templates')}")
         if self.fact_token not in FACT_TOKENS:
             raise OptionError(f"fact_token={self.fact_token!r}: use one of {FACT_TOKENS}")
         for name, (kind, low, strict) in _NUMERIC.items():
@@ -184,11 +187,6 @@ def model_key(model_or_name) -> str:
     return _ALIASES.get(name.rsplit("/", 1)[-1], name.rsplit("/", 1)[-1])
 
 
-def _toy(model_or_name):
-    from .toy.versions import find
-    return find(model_or_name)
-
-
 def _generic(model) -> dict:
     """Layers at 27–35 % of the depth (GPT-2 XL's band), for models without defaults."""
     from . import models
@@ -202,26 +200,28 @@ def default_hparams(model_or_name, method_name: str = "memit-seq") -> Hparams:
 
     GPT-2 XL, GPT-J-6B, Llama-3-8B: the reference values (MEMIT's and AlphaEdit's released
     hyperparameters). gpt2 / gpt2-medium / gpt2-large: chosen (see ``_CHOSEN``). The packaged
-    toy models: their own defaults (``oteseq.toy.versions``). Other models: the XL band of
-    layers scaled to the depth. Method changes: AlphaEdit ridge 10 (the toy models' own
-    ridge); ``_err`` ridge 1 (the reference's +I); ROME one layer (the reference's), clamp 4 (3
-    for gpt2-medium) and 21 templates.
+    toy models and any model with a registered profile (:mod:`oteseq.profiles`): the
+    profile's defaults. Other models: the XL band of layers scaled to the depth. Method changes:
+    AlphaEdit ridge 10 (or the profile's); ``_err`` ridge 1 (the reference's +I); ROME one
+    layer (the reference's), clamp 4 (3 for gpt2-medium) and 21 templates.
     """
     m = method(method_name)
-    toy = _toy(model_or_name)
-    key = "toy" if toy is not None else model_key(model_or_name)
-    if toy is not None:
-        base = dict(toy.hparams)
+    profile = profiles.find(model_or_name)
+    key = profile.name if profile is not None else model_key(model_or_name)
+    if profile is not None:
+        base = dict(profile.hparams)
     elif key in _REFERENCE or key in _CHOSEN:
         base = dict(_REFERENCE.get(key) or _CHOSEN[key])
     elif not isinstance(model_or_name, str):
         base = _generic(model_or_name)
     else:
-        raise OptionError(f"no default hyperparameters for {model_or_name!r}; known: "
-                          f"{sorted([*_REFERENCE, *_CHOSEN, 'toy'])}. Pass the model object "
-                          "(layers are then scaled to its depth) or Hparams(...) yourself")
+        known = sorted([*_REFERENCE, *_CHOSEN, *(p.name for p in profiles.registered())])
+        raise OptionError(f"no default hyperparameters for {model_or_name!r}; known: {known}. "
+                          "Pass the model object (layers are then scaled to its depth) or "
+                          "Hparams(...) yourself")
     if m.projection:
-        base["ridge"] = toy.alphaedit_ridge if toy is not None else 10.0
+        own = None if profile is None else profile.alphaedit_ridge
+        base["ridge"] = 10.0 if own is None else own
     if m.error_feedback:
         base["ridge"] = 1.0
     if m.one_by_one:

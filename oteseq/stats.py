@@ -24,15 +24,15 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from . import models
+from . import models, profiles
 from ._atomic import replacing, write_text
-from .errors import OfflineError, OptionError, OteseqError
+from .errors import OfflineError, OptionError, OptionTypeError, OteseqError
 from .hooks import TraceDict
 from .keys import pad_token_id, right_padded
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAMPLES = {"toy": 20_000, "wikitext": 100_000, "wikipedia": 100_000}  # texts, not tokens
+DEFAULT_SAMPLES = {"wikitext": 100_000, "wikipedia": 100_000}  # texts, not tokens
 _HF_CORPORA = {  # name -> (dataset path, config, stream it?)
     "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1", False),
     "wikipedia": ("wikimedia/wikipedia", "20231101.en", True),
@@ -88,30 +88,29 @@ def _load_hf(name: str, n_samples: int, seed: int) -> Iterator[str]:
 
 
 def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
-                   seed: int = 0, *, world=None) -> tuple[str, int | None, Callable[[], list[str]]]:
+                   seed: int = 0, *, model=None) -> tuple[str, int | None, Callable[[], list[str]]]:
     """``(corpus id, n_samples, load)``; ``load()`` gives the texts (called on a cache miss).
 
-    Named corpora: ``"toy"`` (``oteseq.toy.preservation_text``: general text and fact
-    statements, as Wikipedia mixes both), ``"wikitext"``,
-    ``"wikipedia"``. Any iterable of strings is used as is (its first ``n_samples`` texts);
-    its id is a hash of the texts, so it is cached too. ``world``: the toy world whose facts
-    ``"toy"`` states (default ``oteseq.toy.world(0)``).
+    Named corpora: ``"wikitext"``, ``"wikipedia"``, and those a model profile supplies
+    (:mod:`oteseq.profiles`; ``model``'s own first), e.g. ``"toy"``: the toy world's general
+    text and fact statements, as Wikipedia mixes both. Any iterable of strings is used as is
+    (its first ``n_samples`` texts); its id is a hash of the texts, so it is cached too.
     """
     if isinstance(corpus, str):
-        if corpus not in DEFAULT_SAMPLES:
-            raise ValueError(f"corpus={corpus!r}: use one of {sorted(DEFAULT_SAMPLES)} or pass "
-                             "a list of texts")
-        n = DEFAULT_SAMPLES[corpus] if n_samples is None else n_samples
-        if corpus == "toy":
-            from .toy import preservation_text
-
-            size = "" if world is None else f"-people{len(world.subjects)}"
-            return (f"toy-preserve-seed{seed}{size}", n,
-                    lambda: preservation_text(n, seed, world=world))
-        return f"{corpus}-{_HF_CORPORA[corpus][1]}-seed{seed}", n, lambda: _load_hf(corpus, n, seed)
+        if corpus in DEFAULT_SAMPLES:
+            n = DEFAULT_SAMPLES[corpus] if n_samples is None else n_samples
+            return (f"{corpus}-{_HF_CORPORA[corpus][1]}-seed{seed}", n,
+                    lambda: _load_hf(corpus, n, seed))
+        named = profiles.corpus(corpus, model)
+        if named is None:
+            raise OptionError(f"corpus={corpus!r}: use one of "
+                              f"{sorted([*DEFAULT_SAMPLES, *profiles.names('corpora')])} or "
+                              "pass a list of texts")
+        n = named.default_n if n_samples is None else n_samples
+        return named.key(seed), n, lambda: named.texts(n, seed)
     texts = list(itertools.islice(corpus, n_samples) if n_samples is not None else corpus)
     if not all(isinstance(text, str) for text in texts):
-        raise TypeError("corpus must be a corpus name or an iterable of strings")
+        raise OptionTypeError("corpus must be a corpus name or an iterable of strings")
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
     return f"texts-{digest}", len(texts), lambda: texts
 
@@ -220,14 +219,6 @@ def _cache_key(model, tok, name: str, corpus_id: str, n_samples: int, cap: int) 
             "tokenizer": f"{type(tok).__name__}-{len(tok)}"}
 
 
-def _toy_world(model):
-    """The world of a packaged toy model other than the first one (whose world is the default)."""
-    from .toy.versions import find
-
-    version = find(model)
-    return None if version is None or version.name == "toy-v1" else version.world()
-
-
 def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[str] = "toy",
                    n_samples: int | None = None, max_tokens_per_seq: int = 256,
                    batch_tokens: int = 8192, seed: int = 0,
@@ -243,7 +234,7 @@ def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[
     names = {layer: models.edited_name(model, layer) for layer in layers}
     if not names:
         raise OptionError("layers is empty; name the layers whose edited matrices need C0")
-    corpus_id, n, load = resolve_corpus(corpus, n_samples, seed, world=_toy_world(model))
+    corpus_id, n, load = resolve_corpus(corpus, n_samples, seed, model=model)
     cap = _token_cap(model, max_tokens_per_seq)
     root, fingerprint = cache_root(cache_dir), models.model_fingerprint(model)
     cache_keys = {layer: _cache_key(model, tok, name, corpus_id, n, cap)

@@ -295,7 +295,7 @@ def test_toy_general_ability_is_delegated():
     from oteseq.toy import general_ability as toy_ability
     model, tok = tiny_model("gpt2", seed=0)
     options = {"n_facts": 12, "n_texts": 3}
-    assert ev.general_ability(model, tok, data="toy", toy_options=options) == toy_ability(
+    assert ev.general_ability(model, tok, data="toy", suite_options=options) == toy_ability(
         model, tok, **options)
 
 

@@ -28,7 +28,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import OptionError, OteseqError
+from .. import profiles
+from ..errors import OptionError
 from .generation import generate
 from .scoring import continuation_nll
 
@@ -131,24 +132,25 @@ def evaluate_task(model, tok, task: str, items: Sequence[Mapping[str, Any]], *,
 
 def general_ability(model, tok, tasks: Sequence[str] = TASKS, *, data=None, n: int = 100,
                     mode: str = "both", gen_len: int = 5, batch_size: int = 32,
-                    toy_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    suite_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Zero-shot accuracy / F1 / MCC of ``model`` on the GLUE-style suite, per task and mode.
 
     ``data`` maps a task to its test items; by default ``oteseq.data.glue(task)`` (which
     downloads once and drops the 10 items the reference reserves for few-shot examples). The
     first ``n`` items are used. ``mode`` is "both", "generation" or "likelihood".
-    ``data="toy"`` delegates to ``oteseq.toy.general_ability(model, tok, **toy_options)``
-    (toy-world recall and perplexity, the CI-scale stand-in; ``tasks`` and ``n`` are then
+    A string ``data`` names the general-ability suite of a model profile
+    (:mod:`oteseq.profiles`), called as ``suite(model, tok, **suite_options)``; ``"toy"`` is the
+    toy world's recall and perplexity, the CI-scale stand-in (``tasks`` and ``n`` are then
     unused). See the module docstring for RTE's label polarity.
     """
     if mode not in ("both", "generation", "likelihood"):
         raise OptionError(f"mode={mode!r}; use 'both', 'generation' or 'likelihood'")
-    if isinstance(data, str) and data == "toy":
-        from .. import toy
-        if not hasattr(toy, "general_ability"):
-            raise OteseqError("oteseq.toy.general_ability is missing; update oteseq or pass "
-                              "GLUE data through data={task: items}")
-        return toy.general_ability(model, tok, **dict(toy_options or {}))
+    if isinstance(data, str):
+        named = profiles.suite(data)
+        if named is None:
+            raise OptionError(f"data={data!r} is not a general-ability suite; known: "
+                              f"{profiles.names('suites')}, or pass {{task: items}}")
+        return named(model, tok, **dict(suite_options or {}))
     unknown = [t for t in tasks if t not in SPECS]
     if unknown:
         raise OptionError(f"unknown tasks {unknown}; known: {list(SPECS)}")

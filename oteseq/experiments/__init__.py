@@ -8,9 +8,9 @@ JSON and their figures.
 """
 from ._conflicts import conflict_outcome, latest_pairs
 from ._plots import metric_value, plot_curves, plot_methods
-from ._protocol import batches_of, is_toy, run_one_time, run_sequential, weight_distance
+from ._protocol import batches_of, run_one_time, run_sequential, weight_distance
 from ._result import PROTOCOL, Result, load_result, save_json, save_result, versions
 
-__all__ = ["PROTOCOL", "Result", "batches_of", "conflict_outcome", "is_toy", "latest_pairs",
+__all__ = ["PROTOCOL", "Result", "batches_of", "conflict_outcome", "latest_pairs",
            "load_result", "metric_value", "plot_curves", "plot_methods", "run_one_time",
            "run_sequential", "save_json", "save_result", "versions", "weight_distance"]

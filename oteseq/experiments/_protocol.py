@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
-from .. import models
+from .. import models, profiles
 from ..editor import Editor
 from ..errors import OptionError, OteseqError
 from ..requests import Request
@@ -37,20 +37,12 @@ def _requests(records: Sequence[Mapping[str, Any]], evaluate: str) -> list[Reque
     return [make(r) for r in records]
 
 
-def is_toy(model) -> bool:
-    """Whether ``model`` is one of the packaged toy-world models."""
-    from ..loading import toy_name
-    return toy_name(model) is not None
-
-
 def _general(model, tok, exclude) -> dict:
-    """General ability: the toy suite (untouched facts, text NLL) or the GLUE-style suite."""
-    if is_toy(model):
-        from ..toy import general_ability
-        from ..toy.versions import find
-        version = find(model)
-        return general_ability(model, tok, exclude=exclude, world=version.world(),
-                               untouched=version.untouched)
+    """General ability: the model profile's suite (the toy models: untouched facts, text NLL),
+    else the GLUE-style suite."""
+    profile = profiles.find(model)
+    if profile is not None and profile.general_ability is not None:
+        return profile.general_ability(model, tok, exclude=exclude)
     from ..evaluate import general_ability
     return general_ability(model, tok)
 
@@ -87,16 +79,15 @@ class _Timer:
 
 def _config(model, method, hparams, batch_size, n, seed, evaluate, data, eval_every,
             general_every, on_conflict, protocol) -> dict:
-    from ..loading import toy_name
-    toy = toy_name(model)
-    name = ("toy" if toy == "toy-v1" else toy) if toy else str(getattr(model.config,
-                                                                       "name_or_path", ""))
+    profile = profiles.find(model)
+    name = profile.name if profile else str(getattr(model.config, "name_or_path", ""))
+    general = profile.general_name if profile and profile.general_ability else "glue"
     return {"method": method, "hparams": hparams.to_dict(), "batch_size": batch_size, "n": n,
             "n_batches": math.ceil(n / batch_size) if n else 0, "seed": seed, "model": name,
             "fingerprint": models.model_fingerprint(model), "data": data, "evaluate": evaluate,
             "on_conflict": on_conflict, "protocol": protocol,
             "curves": {"eval_every": eval_every, "general_every": general_every,
-                       "records": "edited so far", "general": "toy" if is_toy(model) else "glue"}}
+                       "records": "edited so far", "general": general}}
 
 
 def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: str,
@@ -303,4 +294,4 @@ def weight_distance(sequential: Result, one_time: Result) -> dict[int, float]:
     return out
 
 
-__all__ = ["batches_of", "is_toy", "run_one_time", "run_sequential", "weight_distance"]
+__all__ = ["batches_of", "run_one_time", "run_sequential", "weight_distance"]
