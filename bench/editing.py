@@ -41,7 +41,7 @@ import torch
 import transformers
 
 import oteseq
-from oteseq import editor_checks, stats, values
+from oteseq import model_reads, stats, values
 from oteseq.editor import Editor
 from oteseq.methods import default_hparams
 from oteseq.requests import Request
@@ -60,7 +60,7 @@ def peak_memory_mb() -> float:
 def bench_values(n: int, steps: int, loop: bool = True) -> dict:
     model, tok = oteseq.load_model("toy")
     hp = default_hparams("toy", "memit-seq").replace(v_num_grad_steps=steps)
-    templates = editor_checks.templates(model, tok, hp, seed=0)  # what the Editor uses
+    templates = model_reads.templates(model, tok, hp, seed=0)  # what the Editor uses
     reqs, layer, runs = toy_requests(n), hp.layers[-1], {}
     for label, run in [
             ("suffix replay", lambda: values.compute_values(

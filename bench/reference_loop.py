@@ -41,7 +41,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes import general_texts, random_gpt2, toy_requests, toy_tokenizer  # noqa: E402
 
-from oteseq import editor_checks, hooks, keys, models, stats, values  # noqa: E402
+from oteseq import hooks, keys, model_reads, models, stats, values  # noqa: E402
+from oteseq.batching import pad_token_id, right_padded  # noqa: E402
 from oteseq.editor import Editor  # noqa: E402
 from oteseq.methods import default_hparams  # noqa: E402
 from oteseq.projectors import cached_projector  # noqa: E402
@@ -54,7 +55,7 @@ def setup(method: str, n: int, steps: int):
                                                  v_num_grad_steps=steps)
     C0 = stats.second_moments(model, tok, hp.layers, corpus=general_texts(500), cache=False,
                               progress=False)
-    templates = editor_checks.templates(model, tok, hp, seed=0)
+    templates = model_reads.templates(model, tok, hp, seed=0)
     return model, tok, hp, C0, templates, toy_requests(n)
 
 
@@ -62,7 +63,7 @@ def setup(method: str, n: int, steps: int):
 def keys_one(model, tok, request, layer: int, templates, fact_token: str) -> torch.Tensor:
     """(d_in,) key of one request: a full forward (logits) over its template rows."""
     rows = keys._rows(tok, [request], templates, fact_token)
-    ids, mask = keys.right_padded([r[0] for r in rows], keys.pad_token_id(tok), "cpu")
+    ids, mask = right_padded([r[0] for r in rows], pad_token_id(tok), "cpu")
     name = models.edited_name(model, layer)
     with torch.no_grad(), hooks.TraceDict(model, [name], retain_input=True) as trace:
         logits = model(input_ids=ids, attention_mask=mask).logits  # the full model, as there

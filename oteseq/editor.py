@@ -18,17 +18,17 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-from . import editor_checks as checks
+from . import editor_inputs as inputs
+from . import model_reads as reads
 from . import editor_state, keys, methods, models
-from .editor_checks import block_output_at_subject
+from ._timing import timed
+from .model_reads import block_output_at_subject
 from .errors import (ConflictError, CorruptStateError, NonFiniteError, OptionError, OteseqError,
                      RequestError, StateMismatchError)
 from .keywalk import KeyWalk
@@ -70,19 +70,19 @@ class Editor:
         models.arch_of(model)
         self.model, self.tok, self.method = model, tok, method
         self._config = methods.method(method)
-        self.hparams = checks.checked_hparams(hparams, model, method)
-        templates = checks.checked_templates(templates)
+        self.hparams = inputs.checked_hparams(hparams, model, method)
+        templates = inputs.checked_templates(templates)
         if on_conflict not in ("replace", "accumulate", "error"):
             raise OptionError(f"on_conflict={on_conflict!r} is not a valid option; use "
                               "'replace', 'accumulate' or 'error'")
         self.on_conflict, self.progress = on_conflict, progress
-        self.layers = checks.checked_layers(model, self.hparams.layers)
+        self.layers = inputs.checked_layers(model, self.hparams.layers)
         if self._config.one_by_one and len(self.layers) != 1:
             raise OptionError(f"ROME edits one layer; hparams.layers={self.layers}")
         self._modules = {l: models.edited_module(model, l) for l in self.layers}
         self._original = {l: models.read_weight(m).cpu() for l, m in self._modules.items()}
-        self._C0 = checks.checked_stats(model, tok, self.hparams, self._modules, stats, progress)
-        self.templates = list(templates) if templates is not None else checks.templates(
+        self._C0 = inputs.checked_stats(model, tok, self.hparams, self._modules, stats, progress)
+        self.templates = list(templates) if templates is not None else reads.templates(
             model, tok, self.hparams, seed)
         self.fingerprint = models.model_fingerprint(model)
         self.rank_P: dict[int, int | None] = {}
@@ -94,14 +94,14 @@ class Editor:
     # ----------------------------------------------------------------- editing
     def edit(self, requests: Iterable[Request]) -> EditReport:
         """Write ``requests`` into the model (atomically); see the module docstring."""
-        requests = checks.checked_requests(requests)
-        checks.check_lengths(self.model, self.tok, requests, self.templates)
+        requests = inputs.checked_requests(requests)
+        inputs.check_lengths(self.model, self.tok, requests, self.templates)
         try:
             if self._config.one_by_one:  # ROME: one request after the other, atomic as a whole
                 return self._atomic(lambda: _merge([self._edit_batch([r]) for r in requests]))
             return self._atomic(self._edit_batch, requests)
         except NonFiniteError as exc:
-            bad = checks.nonfinite_parameters(self.model)
+            bad = reads.nonfinite_parameters(self.model)
             if bad:  # the cause is the model itself, not v_lr, lam or C0
                 raise NonFiniteError(f"the model's own weights contain NaN or inf ({len(bad)} "
                                      f"parameter(s), e.g. {bad[:3]}); nothing was changed. "
@@ -173,8 +173,8 @@ class Editor:
 
     def _edit_batch(self, requests: list[Request]) -> EditReport:
         hp, t = self.hparams, {"values": 0.0, "keys": 0.0, "solve": 0.0}
-        with _timed(t, "values"):
-            known = checks.already_predicted(self.model, self.tok, requests)
+        with timed(t, "values"):
+            known = reads.already_predicted(self.model, self.tok, requests)
             todo = [r for r, k in zip(requests, known) if not k]
             conflicts = tuple(r.id for r in todo if r.id in self._memories[self.layers[0]])
             if conflicts and self.on_conflict == "error":
@@ -190,12 +190,12 @@ class Editor:
                 self._retract(list(dict.fromkeys(conflicts)))
             values = compute_values(self.model, self.tok, todo, self.layers[-1], hp,
                                     templates=self.templates, progress=self.progress)
-            checks.check_finite(values.z, "target values z*")
+            inputs.check_finite(values.z, "target values z*")
         ids, norms = [r.id for r in todo], {}
-        with _timed(t, "keys"):
+        with timed(t, "keys"):
             walk = self._key_walk(todo)
         for i, layer in enumerate(self.layers):
-            with _timed(t, "keys"):
+            with timed(t, "keys"):
                 if walk is not None:
                     K, z_cur = walk.read(i)
                 else:
@@ -204,7 +204,7 @@ class Editor:
                                           templates=self._key_templates())[layer]
                     z_cur = block_output_at_subject(self.model, self.tok, todo, self.layers[-1],
                                                     hp.fact_token)
-            with _timed(t, "solve"):
+            with timed(t, "solve"):
                 mem = self._memories[layer]
                 R = (values.z.to(z_cur.device) - z_cur) / (len(self.layers) - i)
                 V = mem.W64 @ K.to(mem.W64) + R.to(mem.W64)
@@ -212,7 +212,7 @@ class Editor:
                 models.write_weight(self._modules[layer], mem.W)
                 norms[layer] = float(torch.linalg.matrix_norm(delta))
             if walk is not None:
-                with _timed(t, "keys"):
+                with timed(t, "keys"):
                     walk.advance(i)
         self.n_edits += len(todo)
         return EditReport(len(todo), tuple(ids), tuple(values.loss.tolist()),
@@ -291,13 +291,13 @@ class Editor:
 
     @classmethod
     def _load(cls, path, meta, model, tok, stats, progress) -> "Editor":
-        checks.check_same_model(meta, model)
+        inputs.check_same_model(meta, model)
         ed = cls.__new__(cls)
         ed.model, ed.tok, ed.method = model, tok, meta["method"]
         ed._config = methods.method(ed.method)
         ed.hparams = methods.Hparams.from_dict(meta["hparams"])
         ed.on_conflict, ed.progress, ed.templates = meta["on_conflict"], progress, meta["templates"]
-        ed.layers = checks.checked_layers(model, ed.hparams.layers)
+        ed.layers = inputs.checked_layers(model, ed.hparams.layers)
         if "weights" in meta:
             editor_state.check_weights(meta["weights"], model, ed.layers)
         ed._weights_digest = meta.get("weights")
@@ -312,8 +312,8 @@ class Editor:
         editor_state.check_memories(meta, ed._memories, folder)
         ed._original = {}
         for layer, module in ed._modules.items():
-            ed._original[layer] = checks.original_weight(ed._memories[layer], module, layer)
-        ed._C0 = checks.LazyStats(model, tok, ed.hparams, ed._modules, stats, progress)
+            ed._original[layer] = reads.original_weight(ed._memories[layer], module, layer)
+        ed._C0 = inputs.LazyStats(model, tok, ed.hparams, ed._modules, stats, progress)
         ed.extra = meta.get("extra") or {}
         for layer, module in ed._modules.items():
             models.write_weight(module, ed._memories[layer].W)
@@ -325,16 +325,6 @@ _ROME_LAM = 1e-6
 the equality-constrained rank-one update of :func:`oteseq.ols.rome` up to a relative
 ``lam/(kᵀC0⁻¹k)`` (≈ 1e-6/d_in). Unlike the reference, the residual and the denominator use
 the template-averaged key k̄ rather than the bare prompt's key."""
-
-
-@contextmanager
-def _timed(timings: dict, phase: str):
-    """Add the wall-clock seconds of the block to ``timings[phase]``."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
 def _merge(reports: list[EditReport]) -> EditReport:

@@ -232,5 +232,4 @@ def compute_keys(model, tok, requests: Sequence[Request], layers: Sequence[int],
 
 
 __all__ = ["FACT_TOKENS", "FactToken", "ModuleIO", "SEED_WORDS", "compute_keys",
-           "context_templates", "module_io_at_subject", "pad_token_id", "right_padded",
-           "subject_last_index", "template_groups"]
+           "context_templates", "module_io_at_subject", "subject_last_index", "template_groups"]

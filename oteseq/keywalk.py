@@ -9,7 +9,7 @@ up to block ``l_0``, keeps the residual entering it and each block's call argume
 * :meth:`KeyWalk.read` (step ``i``): block ``l_i`` on every (request, template) row, its edited
   module's input read at the fact token and averaged like :func:`oteseq.keys.compute_keys`;
   the bare-prompt rows continued through blocks ``l_i+1 … l_{L−1}`` for ``Z_cur`` (what
-  :func:`oteseq.editor_checks.block_output_at_subject` gives);
+  :func:`oteseq.model_reads.block_output_at_subject` gives);
 * :meth:`KeyWalk.advance` (after ``l_i`` was written): the residual moved up to ``l_{i+1}``
   through the edited blocks.
 
@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from . import hooks, keys, models
+from .batching import pad_token_id, right_padded
 from .requests import Request
 from .values import replay
 
@@ -36,7 +37,7 @@ class _Chunk:
 
     def __init__(self, model, rows, layers: Sequence[int], pad_id: int):
         self.rows = rows
-        self.ids, self.mask = keys.right_padded([r[0] for r in rows], pad_id,
+        self.ids, self.mask = right_padded([r[0] for r in rows], pad_id,
                                                 models.input_device(model))
         self.calls: dict[int, dict] = {}
         self.h: torch.Tensor | None = None
@@ -91,7 +92,7 @@ class KeyWalk:
                         bare[r_index] = len(rows)
                     rows.append((ids, index, r_index, 1.0 / (len(groups) * len(group))))
         self._bare = bare
-        pad = keys.pad_token_id(tok)
+        pad = pad_token_id(tok)
         self.chunks = [_Chunk(model, rows[b:b + batch_size], self.layers, pad)
                        for b in range(0, len(rows), batch_size)]
         self._starts = list(range(0, len(rows), batch_size))

@@ -28,7 +28,7 @@ from . import models, profiles
 from ._atomic import replacing, write_text
 from .errors import OfflineError, OptionError, OptionTypeError, OteseqError
 from .hooks import TraceDict
-from .keys import pad_token_id, right_padded
+from .batching import pad_token_id, right_padded
 
 log = logging.getLogger(__name__)
 

@@ -190,7 +190,7 @@ def test_conflict_outcome_compares_latest_with_replaced_target(setting):
     assert experiments.latest_pairs(records) == [(again, first)]
     out = experiments.conflict_outcome(model, tok, records)
     prompts = ["The capital of France is", "I think that The capital of France is"]
-    nll = oteseq.evaluate.scoring.continuation_nll(
+    nll = oteseq.scoring.continuation_nll(
         model, tok, [p for p in prompts for _ in (0, 1)], [" Norwegian", " Seattle"] * 2).tolist()
     wins = [nll[0] < nll[1], nll[2] < nll[3]]
     assert out["n_pairs"] == 1 and out["latest_wins"] == sum(wins) / 2

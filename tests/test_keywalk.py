@@ -7,7 +7,7 @@ import torch
 from test_values import REQUESTS, TEMPLATES
 from tiny_models import ARCHS, tiny_model
 
-from oteseq import editor_checks, keys, models
+from oteseq import keys, model_reads, models
 from oteseq.keywalk import KeyWalk, Unsupported
 
 LAYERS = (0, 1, 2)
@@ -26,7 +26,7 @@ def test_walk_equals_per_layer_forwards_on_the_partly_edited_model(arch, layers)
     for i, layer in enumerate(layers):
         K, z_cur = walk.read(i)
         K_ref = keys.compute_keys(model, tok, REQUESTS, [layer], templates=TEMPLATES)[layer]
-        z_ref = editor_checks.block_output_at_subject(model, tok, REQUESTS, layers[-1])
+        z_ref = model_reads.block_output_at_subject(model, tok, REQUESTS, layers[-1])
         assert K.shape == K_ref.shape and close(K, K_ref), (arch, layer)
         assert z_cur.shape == z_ref.shape and close(z_cur, z_ref), (arch, layer)
         module = models.edited_module(model, layer)  # an edit of this layer

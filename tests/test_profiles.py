@@ -7,13 +7,13 @@ from test_imports import import_graph
 from tiny_models import tiny_model
 
 from oteseq import methods, profiles, stats
-from oteseq.editor_checks import templates
+from oteseq.model_reads import templates
 from oteseq.errors import OptionError
 from oteseq.experiments import _protocol
 from oteseq.toy.versions import VERSIONS
 
-CORE = ("oteseq.stats", "oteseq.editor_checks", "oteseq.methods", "oteseq.evaluate.glue",
-        "oteseq.experiments._protocol", "oteseq.editor")
+CORE = ("oteseq.stats", "oteseq.editor_inputs", "oteseq.model_reads", "oteseq.methods",
+        "oteseq.evaluate.glue", "oteseq.experiments._protocol", "oteseq.editor")
 
 
 @pytest.fixture

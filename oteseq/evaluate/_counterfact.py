@@ -1,7 +1,7 @@
 """CounterFact metrics exactly as ROME/MEMIT/AlphaEdit compute them (editing-anchors §6.1).
 
 For every prompt two continuations are scored, ``" " + target_new`` and ``" " + target_true``,
-by their mean-token NLL (:func:`oteseq.evaluate.scoring.continuation_nll`):
+by their mean-token NLL (:func:`oteseq.scoring.continuation_nll`):
 
 Each rate is computed per prompt, averaged over the record's prompts, then over records
 (reference key from ``summarize.py`` in brackets):
@@ -28,7 +28,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from .generation import consistency_texts, fluency_and_consistency
-from .scoring import continuation_nll
+from ..scoring import continuation_nll
 
 GROUPS = (("efficacy", "rewrite"), ("generalization", "paraphrase"),
           ("specificity", "neighborhood"))

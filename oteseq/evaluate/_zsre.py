@@ -26,7 +26,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from ._counterfact import harmonic_mean
-from .scoring import score_continuations
+from ..scoring import score_continuations
 
 GROUPS = ("efficacy", "generalization", "specificity")
 

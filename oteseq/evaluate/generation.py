@@ -25,7 +25,8 @@ import torch
 
 from ..errors import OptionError
 from ..tfidf import fit_tfidf, tfidf_similarity, tfidf_vectorizer
-from .scoring import model_device, pad_id
+from ..batching import pad_token_id
+from ..models import input_device
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -40,7 +41,7 @@ def _cache_keyword(model) -> str:
 def _generate_chunk(model, prompt_ids: list[list[int]], n_new: int, pad: int, *,
                     top_k: int | None, generator: torch.Generator | None) -> list[list[int]]:
     """``n_new`` tokens after each (left-padded) prompt; top-k sampling, or greedy if None."""
-    device = model_device(model)
+    device = input_device(model)
     width = max(len(p) for p in prompt_ids)
     ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -82,11 +83,11 @@ def generate(model, tok, prompts: Sequence[str], *, max_length: int | None = 100
                for p in encoded]
     generator = None
     if top_k is not None:
-        generator = torch.Generator(device=model_device(model)).manual_seed(seed)
+        generator = torch.Generator(device=input_device(model)).manual_seed(seed)
     out: list[list[int]] = []
     for start in range(0, len(encoded), batch_size):
         chunk, chunk_budgets = encoded[start:start + batch_size], budgets[start:start + batch_size]
-        rows = _generate_chunk(model, chunk, max(chunk_budgets, default=0), pad_id(tok),
+        rows = _generate_chunk(model, chunk, max(chunk_budgets, default=0), pad_token_id(tok),
                                top_k=top_k, generator=generator)
         out += [row[:budget] for row, budget in zip(rows, chunk_budgets)]
     return out

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .. import profiles
 from ..errors import OptionError
 from .generation import generate
-from .scoring import continuation_nll
+from ..scoring import continuation_nll
 
 TASKS = ("sst2", "mrpc", "cola", "rte", "mmlu", "nli")
 

@@ -31,7 +31,7 @@ def conflict_outcome(model, tok, records: Sequence[Mapping[str, Any]], *,
     Returns ``{"n_pairs", "latest_wins", "p_latest", "p_earlier"}`` (rates in [0, 1]).
     """
     from ..evaluate._counterfact import record_prompts
-    from ..evaluate.scoring import continuation_nll
+    from ..scoring import continuation_nll
     prompts, conts = [], []
     for new, old in latest_pairs(records):
         groups = record_prompts(new)

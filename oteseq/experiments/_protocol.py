@@ -15,6 +15,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 
 from .. import models, profiles
+from .._timing import timed
 from ..editor import Editor
 from ..errors import OptionError, OteseqError
 from ..requests import Request
@@ -56,11 +57,9 @@ def _stats(model, tok, hparams, layers, stats, progress, timings) -> Mapping:
     if stats is not None:
         return stats
     from ..stats import second_moments
-    start = time.perf_counter()
-    C0 = second_moments(model, tok, list(layers), corpus=hparams.mom2_corpus,
-                        n_samples=hparams.mom2_n_samples, progress=progress)
-    timings["stats"] = time.perf_counter() - start
-    return C0
+    with timed(timings, "stats"):
+        return second_moments(model, tok, list(layers), corpus=hparams.mom2_corpus,
+                              n_samples=hparams.mom2_n_samples, progress=progress)
 
 
 class _Timer:
@@ -70,11 +69,8 @@ class _Timer:
         self.totals = totals
 
     def run(self, phase: str, fn, *args, **kwargs):
-        start = time.perf_counter()
-        try:
+        with timed(self.totals, phase):
             return fn(*args, **kwargs)
-        finally:
-            self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - start
 
 
 def _config(model, method, hparams, batch_size, n, seed, evaluate, data, eval_every,

@@ -12,33 +12,23 @@ from typing import Collection, Hashable, Sequence
 import torch
 
 from ..errors import OptionError
-from ..keys import right_padded
+from ..batching import pad_token_id, right_padded
+from ..scoring import score_continuations
+from ..models import input_device
 from .corpus import general_text
 from ._world import World, world as make_world
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
 def object_hits(model, tok, prompts: Sequence[str], objects: Sequence[str], *,
                 batch_size: int = 128) -> torch.Tensor:
     """Whether the model's argmax reproduces every token of ``" " + object`` after its prompt.
 
-    Teacher-forced exact match (CounterFact ``*_acc``): a (len(prompts),) bool tensor on CPU.
+    Teacher-forced exact match (CounterFact ``*_acc``, scored by
+    :func:`oteseq.scoring.score_continuations`): a (len(prompts),) bool tensor on CPU.
     """
-    hits = []
-    for start in range(0, len(prompts), batch_size):
-        p_ids = [tok(p)["input_ids"] for p in prompts[start:start + batch_size]]
-        o_ids = [tok(" " + o)["input_ids"] for o in objects[start:start + batch_size]]
-        ids, mask = right_padded([p + o[:-1] for p, o in zip(p_ids, o_ids)],
-                                  tok.pad_token_id, _device(model))
-        pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).cpu()
-        for row, (p, o) in enumerate(zip(p_ids, o_ids)):
-            guessed = pred[row, len(p) - 1:len(p) - 1 + len(o)].tolist()
-            hits.append(guessed == o)
-    return torch.tensor(hits, dtype=torch.bool)
+    scores = score_continuations(model, tok, list(prompts), [" " + o for o in objects],
+                                 batch_size=batch_size)
+    return torch.tensor([bool(s.correct.all()) for s in scores], dtype=torch.bool)
 
 
 @torch.no_grad()
@@ -47,7 +37,7 @@ def mean_nll(model, tok, texts: Sequence[str], *, batch_size: int = 64) -> float
     total, count = 0.0, 0
     for start in range(0, len(texts), batch_size):
         rows = [tok(t)["input_ids"] for t in texts[start:start + batch_size]]
-        ids, mask = right_padded(rows, tok.pad_token_id, _device(model))
+        ids, mask = right_padded(rows, pad_token_id(tok), input_device(model))
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:],
                                                 reduction="none")

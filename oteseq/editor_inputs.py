@@ -1,5 +1,6 @@
-"""Checks and model reads behind :class:`oteseq.editor.Editor`: validated inputs, the state
-file's model match, whether a target is already predicted, and the block output at subjects."""
+"""Validation of what :class:`oteseq.editor.Editor` is given: layers, requests, hyperparameters,
+templates, C0 statistics, a state file's model, and prompt lengths against the context.
+Each failure is a named error of :mod:`oteseq.errors` that says what to do."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -7,11 +8,10 @@ from typing import Sequence
 
 import torch
 
-from . import hooks, keys, models, profiles
-from .batching import pad_token_id, right_padded
+from . import models
 from .errors import DeviceDtypeError, NonFiniteError, OptionError, RequestError, StateMismatchError
-from .memory import LinearMemory
 from .requests import Request
+
 
 
 def checked_layers(model, layers) -> tuple[int, ...]:
@@ -21,6 +21,7 @@ def checked_layers(model, layers) -> tuple[int, ...]:
         raise OptionError(f"hparams.layers {list(layers)}: layer(s) {bad} do not exist, the model "
                           f"has layers 0..{count - 1}; choose layers in that range")
     return tuple(layers)
+
 
 
 def checked_requests(requests) -> list[Request]:
@@ -40,6 +41,7 @@ def checked_requests(requests) -> list[Request]:
     return requests
 
 
+
 def checked_hparams(hparams, model, method):
     from .methods import Hparams, default_hparams
     if hparams is None:
@@ -51,6 +53,7 @@ def checked_hparams(hparams, model, method):
                           f"got {type(hparams).__name__}; start from "
                           "oteseq.methods.default_hparams(model, method).replace(...)")
     return hparams
+
 
 
 def checked_templates(templates) -> list[str] | None:
@@ -66,6 +69,7 @@ def checked_templates(templates) -> list[str] | None:
                           f"one '{{}}' (where the prompt goes), e.g. ['{{}}', 'Today. {{}}']; "
                           f"bad: {bad[:3]!r}")
     return templates
+
 
 
 def checked_stats(model, tok, hp, modules, stats, progress) -> dict:
@@ -92,6 +96,7 @@ def checked_stats(model, tok, hp, modules, stats, progress) -> dict:
     return {l: stats[l] for l in modules}
 
 
+
 class LazyStats(dict):
     """C0 for a loaded editor, computed (from the cache) only if a revert needs it."""
 
@@ -103,21 +108,6 @@ class LazyStats(dict):
         self.update(checked_stats(*self._args))
         return dict.__getitem__(self, layer)
 
-
-def templates(model, tok, hp, seed: int) -> list[str]:
-    """Context templates for keys and values: sampled from the model, or a fixed set of
-    prefixes a model profile supplies (as many as ``hp`` asks for)."""
-    if hp.template_source != "sample":
-        source = profiles.templates(hp.template_source, model)
-        if source is None:
-            raise OptionError(f"template_source={hp.template_source!r} is not a template set "
-                              f"of a model profile; known: {profiles.names('templates')}")
-        count = sum(n for _, n in hp.context_templates)
-        return keys.context_templates(model, tok, source=source[:count])
-    out = ["{}"]
-    for length, count in hp.context_templates:
-        out += keys.context_templates(model, tok, n=count, length=length, seed=seed)[1:]
-    return out
 
 
 def check_same_model(meta: dict, model) -> None:
@@ -131,49 +121,12 @@ def check_same_model(meta: dict, model) -> None:
         raise StateMismatchError(f"saved layers {meta['layer_names']} differ from {names}")
 
 
-def original_weight(mem: LinearMemory, module, layer: int) -> torch.Tensor:
-    """The unedited matrix: the memory's W0, which must match the model now (or its W)."""
-    now = models.read_weight(module)
-    W0 = mem.state_dict()["tensors"]["W0"].to(now.dtype)
-    if not (torch.equal(now, W0.to(now.device)) or torch.equal(now, mem.W.to(now.device))):
-        raise StateMismatchError(f"layer {layer}: the model's weight is neither the saved original "
-                                 "nor the saved edited one; load into a fresh copy of the model")
-    return W0.cpu()
-
-
-def already_predicted(model, tok, requests: list[Request]) -> list[bool]:
-    """Whether greedy decoding after the prompt already gives every target token (teacher-forced
-    argmax hits of ``" " + target`` after the prompt, :func:`oteseq.evaluate.scoring`)."""
-    from .evaluate.scoring import score_continuations
-
-    scores = score_continuations(model, tok, [r.text for r in requests],
-                                 [" " + r.target for r in requests])
-    return [bool(s.correct.all()) for s in scores]
-
-
-def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
-                            fact_token: str = "subject_last") -> torch.Tensor:
-    """Residual output ``Z`` (d_model, n) of block ``layer`` at each bare prompt's fact token."""
-    rows = [list(tok(r.text).input_ids) for r in requests]
-    index = [keys.subject_last_index(tok, r.prompt, r.subject, mode=fact_token) for r in requests]
-    ids, mask = right_padded(rows, pad_token_id(tok), models.input_device(model))
-    with torch.no_grad(), hooks.Trace(models.block(model, layer), stop=True) as trace:
-        model(input_ids=ids, attention_mask=mask, use_cache=False)
-    out = trace.output
-    rows_at = torch.arange(len(rows), device=out.device)
-    return out[rows_at, torch.tensor(index, device=out.device)].float().T
-
 
 def check_finite(x: torch.Tensor, what: str) -> None:
     if not torch.isfinite(x).all():
         raise NonFiniteError(f"{what} contain NaN or inf; nothing was changed. Lower v_lr or "
                              "check the model's dtype (fp16 overflow)")
 
-
-def nonfinite_parameters(model) -> list[str]:
-    """Names of the model's parameters holding a NaN or an infinity."""
-    with torch.no_grad():
-        return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
 def context_limit(model) -> int | None:
@@ -183,6 +136,7 @@ def context_limit(model) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
 
 
 def check_lengths(model, tok, requests: Sequence[Request], templates: Sequence[str]) -> None:
@@ -204,3 +158,9 @@ def check_lengths(model, tok, requests: Sequence[Request], templates: Sequence[s
             raise RequestError(f"request {i} ({r.id!r}): the longest context template + prompt + "
                                f"target is {need} tokens, {need - limit} more than the model's "
                                f"context of {limit}; shorten the prompt or the target")
+
+
+__all__ = [
+    "LazyStats", "check_finite", "check_lengths", "check_same_model", "checked_hparams",
+    "checked_layers", "checked_requests", "checked_stats", "checked_templates", "context_limit",
+]

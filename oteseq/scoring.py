@@ -20,10 +20,9 @@ from typing import Sequence
 
 import torch
 
-from ..errors import OptionError, RequestError, ShapeError
-from ..batching import pad_token_id as pad_id
-from ..batching import right_padded
-from ..models import input_device as model_device
+from .batching import pad_token_id, right_padded
+from .errors import OptionError, RequestError, ShapeError
+from .models import input_device
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def score_continuations(model, tok, prompts: Sequence[str], continuations: Seque
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     pairs = encode_pairs(tok, prompts, continuations)
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-    device, pad = model_device(model), pad_id(tok)
+    device, pad = input_device(model), pad_token_id(tok)
     results: list[TokenScores | None] = [None] * len(pairs)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -110,5 +109,4 @@ def continuation_nll(model, tok, prompts: Sequence[str], continuations: Sequence
     return torch.tensor([s.mean_nll for s in scores], dtype=torch.float64)
 
 
-__all__ = ["TokenScores", "continuation_nll", "encode_pairs", "model_device", "pad_id",
-           "right_padded", "score_continuations"]
+__all__ = ["TokenScores", "continuation_nll", "encode_pairs", "score_continuations"]
