@@ -35,7 +35,7 @@ def check_weight(W0: object) -> torch.Tensor:
     return W.clone() if aliased else W  # never alias the caller's tensor
 
 
-def check_square(C: object, d: int, name: str, device: torch.device) -> torch.Tensor:
+def symmetric_matrix(C: object, d: int, name: str, device: torch.device) -> torch.Tensor:
     """A finite symmetric (d, d) matrix on ``device``, as float64 (symmetrised)."""
     M = as_float64(C, name, device)
     if M.shape != (d, d):
@@ -47,7 +47,7 @@ def check_square(C: object, d: int, name: str, device: torch.device) -> torch.Te
 
 def check_second_moment(C0: object, d: int, device: torch.device) -> torch.Tensor:
     """``C0`` symmetric with a cheap PSD screen: ``C_ii ≥ 0`` and ``|C_ij| ≤ √(C_ii C_jj)``."""
-    C = check_square(C0, d, "C0", device)
+    C = symmetric_matrix(C0, d, "C0", device)
     diag = C.diagonal()
     tol = 1e-6 * max(float(diag.abs().max()), 1e-300) if d else 0.0
     bound = torch.sqrt(diag.clamp_min(0)[:, None] * diag.clamp_min(0)[None, :])
@@ -60,7 +60,7 @@ def check_second_moment(C0: object, d: int, device: torch.device) -> torch.Tenso
 
 def check_projector(P: object, d: int, device: torch.device) -> torch.Tensor:
     """``P`` symmetric and idempotent (checked on a few fixed random probes, O(d²))."""
-    Pm = check_square(P, d, "projection", device)
+    Pm = symmetric_matrix(P, d, "projection", device)
     probes = torch.randn(d, 4, generator=torch.Generator().manual_seed(0),
                          dtype=torch.float64).to(device)
     image = Pm @ probes
