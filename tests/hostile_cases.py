@@ -311,8 +311,7 @@ def copy_semantics_hold(w: World) -> bool:
     K = torch.eye(5, 1, dtype=torch.float64)
     a.edit(K, torch.ones(6, 1, dtype=torch.float64), ["x"])
     b.edit(K, -torch.ones(6, 1, dtype=torch.float64), ["x"])
-    ka, va = a._state.store.columns()
-    kb, vb = b._state.store.columns()
+    va, vb = a.state_dict()["tensors"]["Vt"].T, b.state_dict()["tensors"]["Vt"].T
     return bool((va[:, -1] == 1).all() and (vb[:, -1] == -1).all()
                 and same(base.state_dict(), w.mem.state_dict()))
 

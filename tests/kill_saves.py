@@ -61,9 +61,9 @@ def kill_during_saves(folder: Path, kills: int = 50, seed: int = 0) -> Counter:
         os.kill(child.pid, signal.SIGKILL)
         child.join()
         for layer in ed.layers:  # the model unedited again, so either state may load into it
-            models.write_weight(models.edited_module(model, layer), ed._original[layer])
+            models.write_weight(models.edited_module(model, layer), ed.original_weight(layer))
         try:
-            loaded = Editor.load(path, model, tok, stats=ed._C0, progress=False)
+            loaded = Editor.load(path, model, tok, stats=ed.stats, progress=False)
             got = {l: loaded.memory(l).state_dict() for l in loaded.layers}
         except Exception:  # noqa: BLE001 — any failure to load is a lost state
             outcome["lost"] += 1

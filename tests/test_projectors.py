@@ -116,6 +116,6 @@ def test_alphaedit_setup_forms_no_p_c0_p_and_factorises_nothing(monkeypatch, fre
     mem = LinearMemory(torch.randn(3, d, dtype=F64), C0, **kwargs)
     monkeypatch.undo()
     assert not [p for p in products if p == ((d, d), (d, d))]  # no P @ C0 @ P
-    state = mem._state
-    assert torch.equal(state.A0, ridge * torch.eye(d, dtype=F64))
-    assert torch.equal(state.A_inv, torch.eye(d, dtype=F64) / ridge)
+    state = mem.state_dict()["tensors"]
+    assert torch.equal(state["A0"], ridge * torch.eye(d, dtype=F64))
+    assert torch.equal(state["A_inv"], torch.eye(d, dtype=F64) / ridge)

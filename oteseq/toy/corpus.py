@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from typing import Iterator, Literal
 
+from ..errors import OptionError
 from ._world import World
 
 Split = Literal["train", "heldout"]
@@ -66,7 +67,7 @@ def general_text(n: int, seed: int = 0, split: Split = "train", *, world: World 
     never trained on those exact paragraphs; use it for perplexity and C0 statistics.
     """
     if split not in ("train", "heldout"):
-        raise ValueError(f"split={split!r}: use 'train' or 'heldout'")
+        raise OptionError(f"split={split!r}: use 'train' or 'heldout'")
     from ._world import world as make_world
 
     places = _places(world if world is not None else make_world(0))
