@@ -11,8 +11,10 @@ import math
 import numpy as np
 import pytest
 import torch
+import transformers
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import f1_score, matthews_corrcoef
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 import oteseq.evaluate as ev
 from oteseq.evaluate.generation import (fit_tfidf, ngram_entropy, tfidf_similarity,
@@ -42,11 +44,20 @@ class Out(dict):
     __getattr__ = dict.__getitem__
 
 
-class BigramLM(torch.nn.Module):
-    """logits[t] = log p(· | token t); unlisted next words share the remaining probability."""
+class BigramConfig(transformers.PretrainedConfig):
+    model_type = "oteseq-test-bigram"
+
+
+class BigramLM(transformers.PreTrainedModel, transformers.GenerationMixin):
+    """logits[t] = log p(· | token t); unlisted next words share the remaining probability.
+
+    A transformers model (no cache: the next token depends on the current one only), so
+    ``model.generate`` runs on it as on any causal LM."""
+
+    config_class = BigramConfig
 
     def __init__(self, tok, table, floor=None):
-        super().__init__()
+        super().__init__(BigramConfig(vocab_size=len(tok.vocab), num_hidden_layers=1))
         n = len(tok.vocab)
         probs = torch.zeros(n, n, dtype=torch.float64)
         for prev, nxt in table.items():
@@ -58,11 +69,14 @@ class BigramLM(torch.nn.Module):
         unlisted = probs.sum(1) == 0
         probs[unlisted] = 1.0 / n
         logits = probs.log() if floor is None else torch.where(probs > 0.5, 0.0, floor)
-        self.register_buffer("table", logits.float())
+        self.table = torch.nn.Embedding.from_pretrained(logits.float())  # row t: logits after t
+
+    def get_input_embeddings(self):
+        return self.table
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False):
-        return Out(logits=self.table[input_ids], past_key_values=None)
+                use_cache=False, **kwargs):
+        return CausalLMOutputWithPast(logits=self.table(input_ids))
 
 
 # ---------------------------------------------------------------- CounterFact
@@ -215,6 +229,25 @@ def test_greedy_generation_matches_transformers_generate():
         ref = model.generate(**enc, max_new_tokens=5, do_sample=False, eos_token_id=None,
                              pad_token_id=tok.eos_token_id)
         assert ref[0, enc["input_ids"].shape[1]:].tolist() == ids
+
+
+def test_sampling_is_seeded_top_k_one_is_greedy_and_the_global_rng_is_untouched():
+    from oteseq.evaluate.generation import generate
+    model, tok = tiny_model("gpt2", seed=2)
+    prompts = ["The capital of France is", "I think you", "Apple"]
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = generate(model, tok, prompts, max_new_tokens=8, top_k=5, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert generate(model, tok, prompts, max_new_tokens=8, top_k=5, seed=0) == first
+    assert generate(model, tok, prompts, max_new_tokens=8, top_k=5, seed=1) != first
+    greedy = generate(model, tok, prompts, max_new_tokens=8, top_k=None)
+    assert generate(model, tok, prompts, max_new_tokens=8, top_k=1, seed=3) == greedy
+    sizes = [len(tok(p)["input_ids"]) for p in prompts]
+    longest = max(sizes) + 2  # max_length counts the prompt
+    new = generate(model, tok, prompts, max_length=longest, top_k=None)
+    assert [s + len(n) for s, n in zip(sizes, new)] == [longest] * 3
+    assert [n[:2] for n in new] == [g[:2] for g in greedy]
 
 
 # ---------------------------------------------------------------- GLUE-style suite

@@ -3,9 +3,9 @@
 Text is produced like ROME's ``generate_fast``: one text per generation prompt, top-k sampling
 with k = 5 (softmax, keep the 5 largest probabilities, renormalise, sample) until the text is
 ``max_length`` = 100 tokens long *including* the prompt, no stop at end-of-text; the returned
-text includes the prompt, NFKD-normalised with ``"\\n\\n"`` replaced by a space. Here sampling
-uses a seeded ``torch.Generator`` (no global RNG state is touched) and is batched with left
-padding and a KV cache.
+text includes the prompt, NFKD-normalised with ``"\\n\\n"`` replaced by a space. Here the
+tokens come from ``model.generate`` (batched, left-padded with the tokenizer's pad id, its KV
+cache), seeded inside a forked RNG so the caller's random state is untouched.
 
 Word tokenisation: ``nltk.word_tokenize`` needs the punkt model, which cannot be downloaded
 offline. We split sentences with a regular expression (``.``, ``!`` or ``?`` followed by white
@@ -14,7 +14,6 @@ word step that ``word_tokenize`` itself applies (no data files needed).
 """
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import unicodedata
@@ -31,65 +30,60 @@ from ..models import input_device
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def _cache_keyword(model) -> str:
-    """The name of the KV-cache argument and output: ``cache`` (transformers ≥ 5.2x) or the
-    older ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+def _left_padded(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)`` with every prompt ending at the last column (generation
+    appends there)."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
 
 
 @torch.no_grad()
 def _generate_chunk(model, prompt_ids: list[list[int]], n_new: int, pad: int, *,
-                    top_k: int | None, generator: torch.Generator | None) -> list[list[int]]:
-    """``n_new`` tokens after each (left-padded) prompt; top-k sampling, or greedy if None."""
-    device = input_device(model)
-    width = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompt_ids):
-        ids[i, width - len(p):] = torch.as_tensor(p)
-        mask[i, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache_kw = _cache_keyword(model)
-    past, new_tokens, step_ids = None, [], ids
-    for _ in range(n_new):
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
-                    use_cache=True, **{cache_kw: past})
-        past, logits = out[cache_kw], out.logits[:, -1].float()
-        if top_k is None:
-            token = logits.argmax(-1)
-        else:
-            top_p, top_i = torch.softmax(logits, -1).topk(top_k, dim=-1)
-            pick = torch.multinomial(top_p / top_p.sum(-1, keepdim=True), 1, generator=generator)
-            token = top_i.gather(1, pick)[:, 0]
-        new_tokens.append(token)
-        step_ids, positions = token[:, None], positions[:, -1:] + 1
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-    return torch.stack(new_tokens, 1).tolist() if new_tokens else [[] for _ in prompt_ids]
+                    top_k: int | None) -> list[list[int]]:
+    """``n_new`` tokens after each prompt by ``model.generate``: top-k sampling (the global RNG,
+    seeded by the caller), or greedy if ``top_k`` is None; no stop at end-of-text."""
+    from transformers import GenerationConfig
+
+    if n_new == 0:
+        return [[] for _ in prompt_ids]
+    ids, mask = _left_padded(prompt_ids, pad, input_device(model))
+    config = GenerationConfig(max_new_tokens=n_new, do_sample=top_k is not None,
+                              top_k=top_k, top_p=1.0, temperature=1.0, pad_token_id=pad,
+                              eos_token_id=None, bos_token_id=None)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    return out[:, ids.shape[1]:].tolist()
 
 
 def generate(model, tok, prompts: Sequence[str], *, max_length: int | None = 100,
              max_new_tokens: int | None = None, top_k: int | None = 5, seed: int = 0,
              batch_size: int = 64) -> list[list[int]]:
-    """New token ids after each prompt: top-k sampling (greedy when ``top_k=None``).
+    """New token ids after each prompt: top-k sampling (greedy when ``top_k=None``), through
+    ``model.generate`` with the tokenizer's pad id.
 
     Each sequence grows to ``max_length`` tokens including its prompt, or by ``max_new_tokens``.
-    Deterministic given ``seed`` and the batch composition.
+    Sampling is seeded by ``seed`` inside a forked RNG, so the caller's random state is left as
+    it was; deterministic given ``seed`` and the batch composition.
     """
     if max_length is None and max_new_tokens is None:
         raise OptionError("give max_length (tokens including the prompt) or max_new_tokens")
     encoded = [list(tok(p)["input_ids"]) for p in prompts]
     budgets = [max_new_tokens if max_new_tokens is not None else max(0, max_length - len(p))
                for p in encoded]
-    generator = None
-    if top_k is not None:
-        generator = torch.Generator(device=input_device(model)).manual_seed(seed)
+    device = input_device(model)
     out: list[list[int]] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk, chunk_budgets = encoded[start:start + batch_size], budgets[start:start + batch_size]
-        rows = _generate_chunk(model, chunk, max(chunk_budgets, default=0), pad_token_id(tok),
-                               top_k=top_k, generator=generator)
-        out += [row[:budget] for row, budget in zip(rows, chunk_budgets)]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(encoded), batch_size):
+            chunk, chunk_budgets = (encoded[start:start + batch_size],
+                                    budgets[start:start + batch_size])
+            rows = _generate_chunk(model, chunk, max(chunk_budgets, default=0),
+                                   pad_token_id(tok), top_k=top_k)
+            out += [row[:budget] for row, budget in zip(rows, chunk_budgets)]
     return out
 
 
