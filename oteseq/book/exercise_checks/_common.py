@@ -75,6 +75,16 @@ def as_tensor(name: str, value, like: torch.Tensor, what: str = "result") -> tor
     return value.detach().to(torch.float64)
 
 
+def tensor_pair(name: str, out, first: tuple[torch.Tensor, str],
+                second: tuple[torch.Tensor, str], meaning: str = "") -> tuple:
+    """The reader's ``(a, b)`` as two float64 tensors shaped like ``first[0]`` and ``second[0]``
+    (named ``first[1]``, ``second[1]``), or an error saying a pair is expected."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise AssertionError(f"{name}: return a pair ({first[1]}, {second[1]}){meaning}, got "
+                             f"{type(out).__name__}")
+    return as_tensor(name, out[0], *first), as_tensor(name, out[1], *second)
+
+
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     """``‖got − expected‖ / ‖expected‖`` (denominator floored at 1e-12)."""
     scale = max(float(torch.linalg.norm(expected)), 1e-12)

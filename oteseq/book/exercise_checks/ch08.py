@@ -6,7 +6,8 @@ from functools import partial
 
 import torch
 
-from ._common import Agreement, as_tensor, call, compare, generator, randn, relative_error, report
+from ._common import (Agreement, as_tensor, call, compare, generator, randn, relative_error,
+                      report, tensor_pair)
 
 
 def _rect_problems() -> list[dict]:
@@ -79,11 +80,8 @@ def check_error_feedback_step(fn: Callable) -> Agreement:
         a = args
         delta_hat, E_new = error_feedback_step(a["W"], a["A"], a["K"], a["V"], a["E"], a["op"])
         out = call(name, fn, args, case)
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise AssertionError(f"{name}: return the pair (delta_hat, E_new), got "
-                                 f"{type(out).__name__}")
-        got_hat = as_tensor(name, out[0], delta_hat, "update Δ̂")
-        got_E = as_tensor(name, out[1], E_new, "new error E")
+        got_hat, got_E = tensor_pair(name, out, (delta_hat, "update Δ̂"),
+                                     (E_new, "new error E"))
         no_feedback, _ = error_feedback_step(a["W"], a["A"], a["K"], a["V"], None, a["op"])
         if relative_error(got_hat, no_feedback) < 1e-6 and relative_error(delta_hat,
                                                                          no_feedback) > 1e-6:

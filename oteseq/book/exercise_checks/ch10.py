@@ -5,8 +5,8 @@ from collections.abc import Callable
 
 import torch
 
-from ._common import (Agreement, TOLERANCE, as_tensor, call, compare, describe, generator, randn,
-                      relative_error, report)
+from ._common import (TOLERANCE, Agreement, as_tensor, call, compare, describe, generator, randn,
+                      relative_error, report, tensor_pair)
 
 
 def _edit_problem(case: int, d_in: int = 6, d_out: int = 4, n: int = 5, m: int = 2) -> dict:
@@ -31,10 +31,8 @@ def _dense_ote(p: dict, K: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
 
 
 def _pair(name: str, out, like_W: torch.Tensor, like_A: torch.Tensor) -> tuple:
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise AssertionError(f"{name}: return a pair (W_new, A_new) — the edited weight and "
-                             f"the updated normal matrix — got {type(out).__name__}")
-    return (as_tensor(name, out[0], like_W, "W_new"), as_tensor(name, out[1], like_A, "A_new"))
+    return tensor_pair(name, out, (like_W, "W_new"), (like_A, "A_new"),
+                       " — the edited weight and the updated normal matrix —")
 
 
 def check_retract(fn: Callable) -> Agreement:

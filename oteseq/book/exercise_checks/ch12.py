@@ -5,7 +5,8 @@ from collections.abc import Callable
 
 import torch
 
-from ._common import Agreement, as_tensor, call, compare, generator, randn, relative_error, report
+from ._common import (Agreement, as_tensor, call, compare, generator, randn, relative_error,
+                      report, tensor_pair)
 
 
 def _rls_problems() -> list[dict]:
@@ -34,11 +35,8 @@ def check_rls_step(fn: Callable) -> Agreement:
         A_inv_new = torch.linalg.inv(A_new)
         W_new = W + (V - W @ K) @ K.T @ A_inv_new
         out = call(name, fn, args, case)
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise AssertionError(f"{name}: return the pair (W_new, A_inv_new), got "
-                                 f"{type(out).__name__}")
-        got_W = as_tensor(name, out[0], W_new, "new weight W_new")
-        got_inv = as_tensor(name, out[1], A_inv_new, "new inverse A_inv_new")
+        got_W, got_inv = tensor_pair(name, out, (W_new, "new weight W_new"),
+                                     (A_inv_new, "new inverse A_inv_new"))
         if relative_error(got_W, W + (V - W @ K) @ K.T @ args["A_inv"]) < 1e-6:
             hint = "the step uses the NEW inverse (A + K Kᵀ)⁻¹, which includes this batch."
         elif relative_error(got_W, W_new - W) < 1e-6:
