@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from ..batching import pad_token_id
+from ..models import input_device
 from .ability import mean_nll, object_hits
 from .corpus import context_prefixes, fact_prompts, general_text
 from ._world import World
@@ -60,11 +62,11 @@ def ngram_entropy(text: str) -> float:
 def greedy_continuations(model, tok, prompts: Sequence[str], n_new: int = 32) -> list[str]:
     """Greedy continuations (prompt included), one prompt at a time (no padding effects)."""
     texts = []
-    device = next(model.parameters()).device
+    device = input_device(model)
     for prompt in prompts:
         ids = torch.tensor([tok(prompt)["input_ids"]], device=device)
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
-                             do_sample=False, pad_token_id=tok.eos_token_id)
+                             do_sample=False, pad_token_id=pad_token_id(tok))
         texts.append(tok.decode(out[0], skip_special_tokens=True))
     return texts
 
