@@ -61,6 +61,11 @@ def register(profile: Profile) -> Profile:
     return profile
 
 
+def unregister(name: str) -> None:
+    """Remove the profile called ``name`` (nothing happens if there is none)."""
+    _REGISTRY[:] = [p for p in _REGISTRY if p.name != name]
+
+
 def registered() -> tuple[Profile, ...]:
     """Every registered profile, the shipped ones first."""
     global _BUILTIN_LOADED
@@ -112,4 +117,4 @@ def names(kind: str) -> list[str]:
 
 
 __all__ = ["BUILTIN", "Corpus", "Profile", "corpus", "find", "names", "register", "registered",
-           "suite", "templates"]
+           "suite", "templates", "unregister"]

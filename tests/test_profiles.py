@@ -19,7 +19,6 @@ CORE = ("oteseq.stats", "oteseq.editor_inputs", "oteseq.model_reads", "oteseq.me
 @pytest.fixture
 def own_profile():
     """A profile for the tiny gpt2 test model, removed again afterwards."""
-    before = list(profiles._REGISTRY)
     calls = []
 
     def ability(model, tok, exclude=()):
@@ -35,7 +34,8 @@ def own_profile():
         templates={"mine": lambda: ["First", "Second", "Third"]},
         general_ability=ability, general_name="mine"))
     yield profile, calls
-    profiles._REGISTRY[:] = before
+    profiles.unregister(profile.name)
+    assert profiles.find("tiny-gpt2") is None
 
 
 def test_core_modules_do_not_import_the_toy_world():
