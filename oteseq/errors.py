@@ -68,6 +68,11 @@ class OfflineError(OteseqError, RuntimeError):
     """Something must be downloaded but cannot be; the message says what to fetch, and where."""
 
 
+class ChecksumError(OteseqError, ValueError):
+    """A downloaded or cached data file whose SHA-256 is not the pinned one; the message names
+    the file, both digests and what to do."""
+
+
 class CorruptStateError(StateMismatchError):
     """A saved state whose files fail their checksums or whose contents break an invariant
     (NaN, ``A·A⁻¹ ≠ I``, ``W`` not solving its constraints); the message names what is wrong."""

@@ -6,6 +6,7 @@ The records are invented but follow the real CounterFact / zsRE / snippets schem
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import urllib.error
@@ -18,7 +19,8 @@ import pytest
 
 import oteseq.data as data
 from oteseq.data._glue import balanced_subset
-from oteseq.errors import OfflineError, OptionError
+from oteseq.data import cache as cache_module
+from oteseq.errors import ChecksumError, OfflineError, OptionError
 
 CF = [{"case_id": 7, "pararel_idx": 4242,
        "requested_rewrite": {"prompt": "The headquarters of {} is in", "relation_id": "P159",
@@ -113,7 +115,36 @@ def test_atomic_download_once(cache, monkeypatch):
     serve(monkeypatch, {"/zsre_mend_eval.json": json.dumps(ZSRE).encode()}, calls)
     assert data.zsre() == ZSRE and data.zsre(1) == ZSRE
     assert calls == ["https://memit.baulab.info/data/dsets/zsre_mend_eval.json"]
-    assert sorted(p.name for p in folder.iterdir()) == ["zsre_mend_eval.json"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["zsre_mend_eval.json", "zsre_mend_eval.json.sha256"]
+    digest = hashlib.sha256(json.dumps(ZSRE).encode()).hexdigest()
+    assert (folder / names[1]).read_text().split() == [digest, names[0]]
+
+
+def test_pinned_digest_mismatch_never_lands(cache, monkeypatch):
+    folder, calls = cache
+    payload = json.dumps(ZSRE).encode()
+    serve(monkeypatch, {"/zsre_mend_eval.json": payload}, calls)
+    monkeypatch.setitem(cache_module.PINNED, "zsre_mend_eval.json", "0" * 64)
+    with pytest.raises(ChecksumError, match="nothing was saved") as err:
+        data.zsre()
+    assert hashlib.sha256(payload).hexdigest() in str(err.value)
+    assert not list(folder.iterdir())
+    monkeypatch.setitem(cache_module.PINNED, "zsre_mend_eval.json",
+                        hashlib.sha256(payload).hexdigest().upper())
+    assert data.zsre() == ZSRE
+
+
+def test_cached_file_changed_on_disk_is_caught(cache, monkeypatch):
+    folder, calls = cache
+    serve(monkeypatch, {"/zsre_mend_eval.json": json.dumps(ZSRE).encode()}, calls)
+    assert data.zsre() == ZSRE
+    changed = copy.deepcopy(ZSRE)
+    changed[0]["alt"] = "Motown"
+    (folder / "zsre_mend_eval.json").write_text(json.dumps(changed))
+    with pytest.raises(ChecksumError, match="delete .*zsre_mend_eval.json"):
+        data.zsre()
+    assert len(calls) == 1
 
 
 def test_partial_or_invalid_download_never_lands(cache, monkeypatch):
