@@ -29,6 +29,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from ._types import Model, Tokenizer
 
 CHECKPOINT, RESULTS = "checkpoint", "results.json"
 RUN_OPTIONS = {"model": "toy", "data": "toy-counterfact", "n": 2000, "batch": 100,
@@ -191,7 +192,7 @@ def _checkpoint(editor, result, cli: dict, out: Path, complete: bool) -> dict:
     return body
 
 
-def _saved_run(out: Path, model, tok, progress: bool):
+def _saved_run(out: Path, model: Model, tok: Tokenizer, progress: bool):
     """The editor and partial result saved in OUT (``--resume``)."""
     from .editor import Editor
     from .errors import StateMismatchError

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from ._types import Tokenizer
 
 
-def pad_token_id(tok) -> int:
+def pad_token_id(tok: Tokenizer) -> int:
     """The id used for padding: pad, else eos, else 0 (padded positions are masked anyway)."""
     for token_id in (tok.pad_token_id, tok.eos_token_id):
         if token_id is not None:

@@ -37,6 +37,7 @@ from .memory import LinearMemory
 from .memory._config import OnConflict
 from .requests import Request
 from .values import compute_values
+from ._types import Model, Tokenizer
 
 log = logging.getLogger(__name__)
 FORMAT, VERSION = editor_state.FORMAT, editor_state.VERSION
@@ -64,8 +65,8 @@ class Editor:
     the context templates (default: sampled once with ``seed``, or a model profile's prefixes).
     """
 
-    def __init__(self, model, tok, method: str = "memit-seq", *, hparams=None, stats=None,
-                 on_conflict: OnConflict = "replace", progress: bool = True,
+    def __init__(self, model: Model, tok: Tokenizer, method: str = "memit-seq", *, hparams=None,
+                 stats=None, on_conflict: OnConflict = "replace", progress: bool = True,
                  templates: Sequence[str] | None = None, seed: int = 0):
         models.arch_of(model)
         self.model, self.tok, self.method = model, tok, method
@@ -268,7 +269,8 @@ class Editor:
         editor_state.write(self, path, extra)
 
     @classmethod
-    def load(cls, path, model, tok, *, stats=None, progress: bool = True) -> "Editor":
+    def load(cls, path, model: Model, tok: Tokenizer, *, stats=None,
+             progress: bool = True) -> "Editor":
         """The editor saved in ``path``, attached to ``model`` (unedited, or already carrying
         exactly the saved edits); its weights are set to the saved ones. ``stats`` (C0) are
         only needed by a later :meth:`revert` and are loaded from the cache when missing.
@@ -290,7 +292,7 @@ class Editor:
                                     "damaged") from None
 
     @classmethod
-    def _load(cls, path, meta, model, tok, stats, progress) -> "Editor":
+    def _load(cls, path, meta, model: Model, tok: Tokenizer, stats, progress) -> "Editor":
         inputs.check_same_model(meta, model)
         ed = cls.__new__(cls)
         ed.model, ed.tok, ed.method = model, tok, meta["method"]

@@ -11,10 +11,11 @@ import torch
 from . import models
 from .errors import DeviceDtypeError, NonFiniteError, OptionError, RequestError, StateMismatchError
 from .requests import Request
+from ._types import Model, Tokenizer
 
 
 
-def checked_layers(model, layers) -> tuple[int, ...]:
+def checked_layers(model: Model, layers) -> tuple[int, ...]:
     count = models.n_layers(model)
     bad = [l for l in layers if not 0 <= l < count]
     if bad:
@@ -42,7 +43,7 @@ def checked_requests(requests) -> list[Request]:
 
 
 
-def checked_hparams(hparams, model, method):
+def checked_hparams(hparams, model: Model, method):
     from .methods import Hparams, default_hparams
     if hparams is None:
         return default_hparams(model, method)
@@ -72,7 +73,7 @@ def checked_templates(templates) -> list[str] | None:
 
 
 
-def checked_stats(model, tok, hp, modules, stats, progress) -> dict:
+def checked_stats(model: Model, tok: Tokenizer, hp, modules, stats, progress) -> dict:
     if stats is not None and not isinstance(stats, Mapping):
         raise OptionError(f"stats must map each edited layer to its C0 tensor ({{layer: C0}}), "
                           f"got {type(stats).__name__} {stats!r:.60}; compute it with "
@@ -100,7 +101,7 @@ def checked_stats(model, tok, hp, modules, stats, progress) -> dict:
 class LazyStats(dict):
     """C0 for a loaded editor, computed (from the cache) only if a revert needs it."""
 
-    def __init__(self, model, tok, hp, modules, stats, progress):
+    def __init__(self, model: Model, tok: Tokenizer, hp, modules, stats, progress):
         super().__init__()
         self._args = (model, tok, hp, modules, stats, progress)
 
@@ -110,7 +111,7 @@ class LazyStats(dict):
 
 
 
-def check_same_model(meta: dict, model) -> None:
+def check_same_model(meta: dict, model: Model) -> None:
     fingerprint = models.model_fingerprint(model)
     if meta["fingerprint"] != fingerprint:
         raise StateMismatchError(f"the state was saved for model {meta['model']!r} (fingerprint "
@@ -129,7 +130,7 @@ def check_finite(x: torch.Tensor, what: str) -> None:
 
 
 
-def context_limit(model) -> int | None:
+def context_limit(model: Model) -> int | None:
     config = model.config
     for name in ("n_positions", "max_position_embeddings"):
         value = getattr(config, name, None)
@@ -139,7 +140,8 @@ def context_limit(model) -> int | None:
 
 
 
-def check_lengths(model, tok, requests: Sequence[Request], templates: Sequence[str]) -> None:
+def check_lengths(model: Model, tok: Tokenizer, requests: Sequence[Request],
+                  templates: Sequence[str]) -> None:
     """Every template × prompt + target fits the model's context (else a RequestError naming
     the request and the excess, instead of an IndexError from the position embedding)."""
     limit = context_limit(model)

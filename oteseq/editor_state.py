@@ -32,6 +32,7 @@ from . import _atomic, methods, models
 from .errors import CorruptStateError, StateMismatchError
 from .memory import LinearMemory
 from .memory._inputs import id_to_json
+from ._types import Model
 
 log = logging.getLogger(__name__)
 FORMAT, VERSION, LEGACY_VERSION = "oteseq-editor", 2, 1
@@ -41,7 +42,7 @@ _SAMPLE = 4096  # entries per parameter hashed bit for bit (the sum covers all o
 
 
 # ----------------------------------------------------------------- digest of unedited weights
-def weights_digest(model, layers) -> dict:
+def weights_digest(model: Model, layers) -> dict:
     """``{name: [shape, dtype, sha256 of a strided sample, Σx, Σ|x|]}`` of every parameter but
     the edited matrices: a model whose unedited weights differ is refused on load."""
     skip = {models.edited_name(model, l) + ".weight" for l in layers}
@@ -60,7 +61,7 @@ def weights_digest(model, layers) -> dict:
     return out
 
 
-def check_weights(saved: dict, model, layers) -> None:
+def check_weights(saved: dict, model: Model, layers) -> None:
     """Raise :class:`StateMismatchError` naming the parameters that differ from ``saved``."""
     here = weights_digest(model, layers)
     if set(saved) != set(here):

@@ -22,6 +22,7 @@ from .batching import pad_token_id, right_padded
 from .errors import OptionError, OptionTypeError, RequestError
 from .hooks import TraceDict
 from .requests import Request
+from ._types import Model, Tokenizer
 
 FactToken = Literal["subject_last", "subject_first", "last"]
 FACT_TOKENS = ("subject_last", "subject_first", "last")
@@ -55,7 +56,7 @@ def _span_by_offsets(offsets, start: int, end: int) -> tuple[int, int]:
     return hits[0], hits[-1]
 
 
-def _span_by_lengths(tok, text: str, start: int, end: int) -> tuple[int, int]:
+def _span_by_lengths(tok: Tokenizer, text: str, start: int, end: int) -> tuple[int, int]:
     """First and last subject token without offsets (slow tokenizers): the subject starts where
     the ids of the text before it stop being a prefix of the ids through it, and ends at the
     last id through it. Special tokens (a BOS) appear in both, so this is BOS-safe."""
@@ -65,7 +66,7 @@ def _span_by_lengths(tok, text: str, start: int, end: int) -> tuple[int, int]:
     return common, len(through) - 1
 
 
-def _encode(tok, prompt: str, subject: str, mode: str) -> tuple[list[int], int]:
+def _encode(tok: Tokenizer, prompt: str, subject: str, mode: str) -> tuple[list[int], int]:
     """Token ids of the filled prompt (as the model sees them) and the index of the fact token."""
     _check_mode(mode)
     text, start, end = _subject_span(prompt, subject)
@@ -81,7 +82,8 @@ def _encode(tok, prompt: str, subject: str, mode: str) -> tuple[list[int], int]:
     return ids, {"subject_last": last, "subject_first": first, "last": last_token}[mode]
 
 
-def subject_last_index(tok, prompt: str, subject: str, *, mode: FactToken = "subject_last") -> int:
+def subject_last_index(tok: Tokenizer, prompt: str, subject: str, *,
+                       mode: FactToken = "subject_last") -> int:
     """Index of the fact token in ``tok(prompt filled with subject).input_ids``.
 
     ``prompt`` holds a ``{}`` slot for the subject (or already contains the subject, whose first
@@ -99,7 +101,8 @@ def _as_template(prefix: str) -> str:
     return text + (" {}" if text.endswith((".", "!", "?")) else ". {}")
 
 
-def _sample(model, ids: list[int], n_new: int, generator: torch.Generator, top_k: int) -> list[int]:
+def _sample(model: Model, ids: list[int], n_new: int, generator: torch.Generator,
+            top_k: int) -> list[int]:
     """Continue ``ids`` by ``n_new`` tokens, each drawn from the top-``top_k`` softmax (on CPU)."""
     device = models.input_device(model)
     for _ in range(n_new):
@@ -111,7 +114,7 @@ def _sample(model, ids: list[int], n_new: int, generator: torch.Generator, top_k
     return ids
 
 
-def context_templates(model, tok, *, n: int = 5, length: int = 10, seed: int = 0,
+def context_templates(model: Model, tok: Tokenizer, *, n: int = 5, length: int = 10, seed: int = 0,
                       source: Sequence[str] | None = None, top_k: int = 5) -> list[str]:
     """MEMIT's key-averaging templates: ``"{}"`` then ``n`` prefixes, each followed by ``". {}"``.
 
@@ -159,7 +162,7 @@ class ModuleIO:
     outputs: torch.Tensor  # W K + b: (d_out, n), float32 (the bias included, if any)
 
 
-def _rows(tok, requests: Sequence[Request], templates, mode: str):
+def _rows(tok: Tokenizer, requests: Sequence[Request], templates, mode: str):
     """One row per (request, template): ids, fact-token index, request index, averaging weight."""
     groups = template_groups(templates)
     rows = []
@@ -186,7 +189,7 @@ def _accumulate(sums: dict, name: str, hidden: torch.Tensor, chunk, n: int, devi
     sums[name].index_add_(1, owner, vectors.T)
 
 
-def _empty_sums(model, names: dict, n_rows: int) -> tuple[dict, dict]:
+def _empty_sums(model: Model, names: dict, n_rows: int) -> tuple[dict, dict]:
     """Zero ``K`` and ``W K + b`` for an empty request list (else filled on first use)."""
     if n_rows:
         return {}, {}
@@ -196,7 +199,8 @@ def _empty_sums(model, names: dict, n_rows: int) -> tuple[dict, dict]:
             {name: torch.zeros(shapes[name][0], 0, device=devices[name]) for name in shapes})
 
 
-def module_io_at_subject(model, tok, requests: Sequence[Request], layers: Sequence[int], *,
+def module_io_at_subject(model: Model, tok: Tokenizer, requests: Sequence[Request],
+                         layers: Sequence[int], *,
                          templates, fact_token: FactToken = "subject_last",
                          batch_size: int = 64) -> dict[int, ModuleIO]:
     """Per layer, the template-averaged input ``K: (d_in, n)`` and output ``W K + b: (d_out, n)``
@@ -221,7 +225,8 @@ def module_io_at_subject(model, tok, requests: Sequence[Request], layers: Sequen
     return {layer: ModuleIO(key_sums[name], out_sums[name]) for layer, name in names.items()}
 
 
-def compute_keys(model, tok, requests: Sequence[Request], layers: Sequence[int], *, templates,
+def compute_keys(model: Model, tok: Tokenizer, requests: Sequence[Request], layers: Sequence[int],
+                 *, templates,
                  fact_token: FactToken = "subject_last",
                  batch_size: int = 64) -> dict[int, torch.Tensor]:
     """Per layer, the keys ``K: (d_in, n)`` (float32, on the edited module's device): the

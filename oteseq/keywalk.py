@@ -26,6 +26,7 @@ from . import hooks, keys, models
 from .batching import pad_token_id, right_padded
 from .requests import Request
 from .values import replay
+from ._types import Model, Tokenizer
 
 
 class Unsupported(RuntimeError):
@@ -35,7 +36,7 @@ class Unsupported(RuntimeError):
 class _Chunk:
     """Rows sharing one capture: their residual entering the current block and block calls."""
 
-    def __init__(self, model, rows, layers: Sequence[int], pad_id: int):
+    def __init__(self, model: Model, rows, layers: Sequence[int], pad_id: int):
         self.rows = rows
         self.ids, self.mask = right_padded([r[0] for r in rows], pad_id,
                                                 models.input_device(model))
@@ -65,7 +66,7 @@ class _Chunk:
                 raise hooks.StopForward
         return keep
 
-    def run(self, model, blocks, h: torch.Tensor, select: torch.Tensor | None = None):
+    def run(self, model: Model, blocks, h: torch.Tensor, select: torch.Tensor | None = None):
         batch = self.ids.shape[0]
         if select is None:
             return replay._run_blocks(model, blocks, h, lambda j: self.calls[j])
@@ -76,7 +77,8 @@ class _Chunk:
 class KeyWalk:
     """Keys and ``Z_cur`` for each step of one multi-layer edit (see the module docstring)."""
 
-    def __init__(self, model, tok, requests: Sequence[Request], layers: Sequence[int], *,
+    def __init__(self, model: Model, tok: Tokenizer, requests: Sequence[Request],
+                 layers: Sequence[int], *,
                  templates, fact_token: str = "subject_last", batch_size: int = 128):
         self.model, self.layers, self.n = model, list(layers), len(requests)
         groups = keys.template_groups(templates)

@@ -22,6 +22,7 @@ from . import profiles
 from .projectors import cached_projector
 from .errors import OptionError
 from .keys import FACT_TOKENS, FactToken
+from ._types import Model
 
 MethodName = Literal["memit", "memit-seq", "alphaedit", "alphaedit-nocache", "prune", "rect",
                      "memit-seq-prune-err", "memit-seq-rect-err", "rome"]
@@ -187,7 +188,7 @@ def model_key(model_or_name) -> str:
     return _ALIASES.get(name.rsplit("/", 1)[-1], name.rsplit("/", 1)[-1])
 
 
-def _generic(model) -> dict:
+def _generic(model: Model) -> dict:
     """Layers at 27–35 % of the depth (GPT-2 XL's band), for models without defaults."""
     from . import models
     depth = models.n_layers(model)

@@ -13,10 +13,11 @@ from .errors import OptionError, StateMismatchError
 from .memory import LinearMemory
 from .requests import Request
 from .scoring import score_continuations
+from ._types import Model, Tokenizer
 
 
 
-def templates(model, tok, hp, seed: int) -> list[str]:
+def templates(model: Model, tok: Tokenizer, hp, seed: int) -> list[str]:
     """Context templates for keys and values: sampled from the model, or a fixed set of
     prefixes a model profile supplies (as many as ``hp`` asks for)."""
     if hp.template_source != "sample":
@@ -44,7 +45,7 @@ def original_weight(mem: LinearMemory, module, layer: int) -> torch.Tensor:
 
 
 
-def already_predicted(model, tok, requests: list[Request]) -> list[bool]:
+def already_predicted(model: Model, tok: Tokenizer, requests: list[Request]) -> list[bool]:
     """Whether greedy decoding after the prompt already gives every target token (teacher-forced
     argmax hits of ``" " + target`` after the prompt, :func:`oteseq.scoring`)."""
     scores = score_continuations(model, tok, [r.text for r in requests],
@@ -53,7 +54,7 @@ def already_predicted(model, tok, requests: list[Request]) -> list[bool]:
 
 
 
-def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
+def block_output_at_subject(model: Model, tok: Tokenizer, requests: Sequence[Request], layer: int,
                             fact_token: str = "subject_last") -> torch.Tensor:
     """Residual output ``Z`` (d_model, n) of block ``layer`` at each bare prompt's fact token."""
     rows = [list(tok(r.text).input_ids) for r in requests]
@@ -67,7 +68,7 @@ def block_output_at_subject(model, tok, requests: Sequence[Request], layer: int,
 
 
 
-def nonfinite_parameters(model) -> list[str]:
+def nonfinite_parameters(model: Model) -> list[str]:
     """Names of the model's parameters holding a NaN or an infinity."""
     with torch.no_grad():
         return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]

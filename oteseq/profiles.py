@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from ._types import Model
 
 #: modules that register the profiles shipped with oteseq, imported on the first lookup.
 BUILTIN = ("oteseq.toy.profile",)
@@ -81,7 +82,7 @@ def find(model_or_name) -> Profile | None:
     return next((p for p in registered() if p.matches(model_or_name)), None)
 
 
-def _lookup(model, pick: Callable[[Profile], Any]) -> Any:
+def _lookup(model: Model, pick: Callable[[Profile], Any]) -> Any:
     """``pick(profile)`` for the model's own profile first, then for every other one."""
     own = find(model) if model is not None else None
     for profile in ([own] if own is not None else []) + list(registered()):
@@ -91,12 +92,12 @@ def _lookup(model, pick: Callable[[Profile], Any]) -> Any:
     return None
 
 
-def corpus(name: str, model=None) -> Corpus | None:
+def corpus(name: str, model: Model | None = None) -> Corpus | None:
     """The corpus called ``name``: the model's own if its profile has one, else any profile's."""
     return _lookup(model, lambda p: next((c for c in p.corpora if c.name == name), None))
 
 
-def templates(name: str, model=None) -> Sequence[str] | None:
+def templates(name: str, model: Model | None = None) -> Sequence[str] | None:
     """The context-template set called ``name`` (the model's own first), or None."""
     make = _lookup(model, lambda p: p.templates.get(name))
     return None if make is None else list(make())

@@ -23,6 +23,7 @@ import torch
 from .batching import pad_token_id, right_padded
 from .errors import OptionError, RequestError, ShapeError
 from .models import input_device
+from ._types import Model, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class TokenScores:
         return float(self.nll.mean())
 
 
-def encode_pairs(tok, prompts: Sequence[str], continuations: Sequence[str]
+def encode_pairs(tok: Tokenizer, prompts: Sequence[str], continuations: Sequence[str]
                  ) -> list[tuple[list[int], list[int]]]:
     """Token ids ``(prompt_ids, continuation_ids)`` for each pair (each distinct string is
     encoded once); see the module docstring."""
@@ -59,7 +60,7 @@ def encode_pairs(tok, prompts: Sequence[str], continuations: Sequence[str]
 
 
 @torch.no_grad()
-def _score_chunk(model, pairs, pad: int, device) -> list[TokenScores]:
+def _score_chunk(model: Model, pairs, pad: int, device) -> list[TokenScores]:
     """One forward pass over a chunk of pairs; only the needed logit rows are normalised."""
     rows = [p + c for p, c in pairs]
     ids, mask = right_padded(rows, pad, device)
@@ -79,7 +80,8 @@ def _score_chunk(model, pairs, pad: int, device) -> list[TokenScores]:
             for n, h in zip(nll.split(sizes), hit.split(sizes))]
 
 
-def score_continuations(model, tok, prompts: Sequence[str], continuations: Sequence[str], *,
+def score_continuations(model: Model, tok: Tokenizer, prompts: Sequence[str],
+                        continuations: Sequence[str], *,
                         batch_size: int = 64) -> list[TokenScores]:
     """Teacher-forced per-token NLL and argmax hits of each continuation after its prompt.
 
@@ -99,7 +101,8 @@ def score_continuations(model, tok, prompts: Sequence[str], continuations: Seque
     return results  # type: ignore[return-value]
 
 
-def continuation_nll(model, tok, prompts: Sequence[str], continuations: Sequence[str], *,
+def continuation_nll(model: Model, tok: Tokenizer, prompts: Sequence[str],
+                     continuations: Sequence[str], *,
                      batch_size: int = 64) -> torch.Tensor:
     """Mean-token NLL (nats) of each continuation after its prompt, a (n,) float64 tensor.
 

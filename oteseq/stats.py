@@ -29,6 +29,7 @@ from ._atomic import replacing, write_text
 from .errors import OfflineError, OptionError, OptionTypeError, OteseqError
 from .hooks import TraceDict
 from .batching import pad_token_id, right_padded
+from ._types import Model, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ def _load_hf(name: str, n_samples: int, seed: int) -> Iterator[str]:
     return itertools.islice((text for text in texts if text.strip()), n_samples)
 
 
-def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
-                   seed: int = 0, *, model=None) -> tuple[str, int | None, Callable[[], list[str]]]:
+def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None, seed: int = 0, *,
+                   model: Model | None = None
+                   ) -> tuple[str, int | None, Callable[[], list[str]]]:
     """``(corpus id, n_samples, load)``; ``load()`` gives the texts (called on a cache miss).
 
     Named corpora: ``"wikitext"``, ``"wikipedia"``, and those a model profile supplies
@@ -115,7 +117,7 @@ def resolve_corpus(corpus: str | Iterable[str], n_samples: int | None,
     return f"texts-{digest}", len(texts), lambda: texts
 
 
-def _token_cap(model, max_tokens_per_seq: int) -> int:
+def _token_cap(model: Model, max_tokens_per_seq: int) -> int:
     limit = getattr(model.config, "max_position_embeddings", None) or max_tokens_per_seq
     return min(max_tokens_per_seq, limit)
 
@@ -139,7 +141,8 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _accumulate(model, sums: dict[str, torch.Tensor], batch: list[list[int]], pad_id: int) -> int:
+def _accumulate(model: Model, sums: dict[str, torch.Tensor], batch: list[list[int]],
+                pad_id: int) -> int:
     """One forward pass over a batch: ``sums[name] += Kᵀ K`` over its attended tokens."""
     ids, mask = right_padded(batch, pad_id, models.input_device(model))
     with torch.no_grad(), TraceDict(model, list(sums), retain_input=True, retain_output=False,
@@ -153,7 +156,7 @@ def _accumulate(model, sums: dict[str, torch.Tensor], batch: list[list[int]], pa
     return int(mask.sum())
 
 
-def collect_sums(model, tok, texts: Iterable[str], names: Sequence[str], *,
+def collect_sums(model: Model, tok: Tokenizer, texts: Iterable[str], names: Sequence[str], *,
                  max_tokens_per_seq: int, batch_tokens: int, progress: bool = True,
                  total: int | None = None,
                  chunk_texts: int = 4096) -> tuple[dict[str, torch.Tensor], int, int]:
@@ -213,13 +216,15 @@ def _load(paths: tuple[Path, Path], key: dict, device) -> tuple[torch.Tensor, in
     return load_file(str(tensor_path), device=str(device))["C0"], int(meta["n_tokens"])
 
 
-def _cache_key(model, tok, name: str, corpus_id: str, n_samples: int, cap: int) -> dict:
+def _cache_key(model: Model, tok: Tokenizer, name: str, corpus_id: str, n_samples: int,
+               cap: int) -> dict:
     return {"format": _FORMAT, "model": models.model_fingerprint(model), "module": name,
             "corpus": corpus_id, "n_samples": n_samples, "max_tokens_per_seq": cap,
             "tokenizer": f"{type(tok).__name__}-{len(tok)}"}
 
 
-def second_moments(model, tok, layers: Sequence[int], *, corpus: str | Iterable[str] = "toy",
+def second_moments(model: Model, tok: Tokenizer, layers: Sequence[int], *,
+                   corpus: str | Iterable[str] = "toy",
                    n_samples: int | None = None, max_tokens_per_seq: int = 256,
                    batch_tokens: int = 8192, seed: int = 0,
                    cache_dir: str | os.PathLike | None = None, cache: bool = True,

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 from .generation import consistency_texts, fluency_and_consistency
 from ..scoring import continuation_nll
+from .._types import Model, Tokenizer
 
 GROUPS = (("efficacy", "rewrite"), ("generalization", "paraphrase"),
           ("specificity", "neighborhood"))
@@ -89,7 +90,8 @@ def _nanmean(values: Sequence[float]) -> float:
     return _mean(kept)
 
 
-def counterfact(model, tok, records: Sequence[Mapping[str, Any]], *, generation: bool = False,
+def counterfact(model: Model, tok: Tokenizer, records: Sequence[Mapping[str, Any]], *,
+                generation: bool = False,
                 batch_size: int = 64, snippets=None, tfidf=None, per_record: bool = False,
                 seed: int = 0) -> dict[str, Any]:
     """CounterFact efficacy, generalization, specificity (+ magnitudes, score) of ``model``.

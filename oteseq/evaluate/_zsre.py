@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from ._counterfact import harmonic_mean
 from ..scoring import score_continuations
+from .._types import Model, Tokenizer
 
 GROUPS = ("efficacy", "generalization", "specificity")
 
@@ -39,7 +40,8 @@ def record_queries(record: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             ("specificity", record["loc"] + "?", " " + record["loc_ans"])]
 
 
-def zsre(model, tok, records: Sequence[Mapping[str, Any]], *, batch_size: int = 64,
+def zsre(model: Model, tok: Tokenizer, records: Sequence[Mapping[str, Any]], *,
+         batch_size: int = 64,
          per_record: bool = False) -> dict[str, Any]:
     """zsRE efficacy, generalization, specificity (token accuracies) and their harmonic mean.
 

@@ -26,6 +26,7 @@ from ..errors import OptionError
 from ..tfidf import fit_tfidf, tfidf_similarity, tfidf_vectorizer
 from ..batching import pad_token_id
 from ..models import input_device
+from .._types import Model, Tokenizer
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -43,7 +44,7 @@ def _left_padded(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def _generate_chunk(model, prompt_ids: list[list[int]], n_new: int, pad: int, *,
+def _generate_chunk(model: Model, prompt_ids: list[list[int]], n_new: int, pad: int, *,
                     top_k: int | None) -> list[list[int]]:
     """``n_new`` tokens after each prompt by ``model.generate``: top-k sampling (the global RNG,
     seeded by the caller), or greedy if ``top_k`` is None; no stop at end-of-text."""
@@ -59,7 +60,7 @@ def _generate_chunk(model, prompt_ids: list[list[int]], n_new: int, pad: int, *,
     return out[:, ids.shape[1]:].tolist()
 
 
-def generate(model, tok, prompts: Sequence[str], *, max_length: int | None = 100,
+def generate(model: Model, tok: Tokenizer, prompts: Sequence[str], *, max_length: int | None = 100,
              max_new_tokens: int | None = None, top_k: int | None = 5, seed: int = 0,
              batch_size: int = 64) -> list[list[int]]:
     """New token ids after each prompt: top-k sampling (greedy when ``top_k=None``), through
@@ -87,7 +88,8 @@ def generate(model, tok, prompts: Sequence[str], *, max_length: int | None = 100
     return out
 
 
-def generate_texts(model, tok, prompts: Sequence[str], *, max_length: int = 100, top_k: int = 5,
+def generate_texts(model: Model, tok: Tokenizer, prompts: Sequence[str], *, max_length: int = 100,
+                   top_k: int = 5,
                    seed: int = 0, batch_size: int = 64) -> list[str]:
     """One sampled text per prompt, prompt included, post-processed as ROME does."""
     new = generate(model, tok, prompts, max_length=max_length, top_k=top_k, seed=seed,
@@ -129,7 +131,8 @@ def consistency_texts(record: Mapping[str, Any], snippets) -> list[str]:
     return [s["text"] for s in samples if s["name"] != rw["subject"]]
 
 
-def fluency_and_consistency(model, tok, records: Sequence[Mapping[str, Any]], *, snippets=None,
+def fluency_and_consistency(model: Model, tok: Tokenizer, records: Sequence[Mapping[str, Any]], *,
+                            snippets=None,
                             tfidf=None, seed: int = 0, batch_size: int = 64
                             ) -> tuple[list[dict[str, float]], str | None]:
     """Per record ``fluency`` (mean n-gram entropy of its texts ×100) and ``consistency``.

@@ -32,6 +32,7 @@ from .. import profiles
 from ..errors import OptionError
 from .generation import generate
 from ..scoring import continuation_nll
+from .._types import Model, Tokenizer
 
 TASKS = ("sst2", "mrpc", "cola", "rte", "mmlu", "nli")
 
@@ -96,7 +97,8 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
             "correct": correct, "incorrect": len(labels) - correct - invalid, "invalid": invalid}
 
 
-def _generated_predictions(model, tok, task: Task, prompts, gen_len: int, batch_size: int):
+def _generated_predictions(model: Model, tok: Tokenizer, task: Task, prompts, gen_len: int,
+                           batch_size: int):
     new = generate(model, tok, prompts, max_new_tokens=gen_len, top_k=None,
                    batch_size=batch_size)
     eos = tok.eos_token_id
@@ -104,7 +106,7 @@ def _generated_predictions(model, tok, task: Task, prompts, gen_len: int, batch_
     return [task.parse(tok.decode(ids, skip_special_tokens=True)) for ids in cut]
 
 
-def _likelihood_predictions(model, tok, task: Task, prompts, batch_size: int):
+def _likelihood_predictions(model: Model, tok: Tokenizer, task: Task, prompts, batch_size: int):
     words = [" " + word for word, _ in task.answers]
     nll = continuation_nll(model, tok, [p for p in prompts for _ in words], words * len(prompts),
                            batch_size=batch_size).view(len(prompts), len(words))
@@ -114,7 +116,7 @@ def _likelihood_predictions(model, tok, task: Task, prompts, batch_size: int):
     return [task.answers[int(i)][1] if ok else -1 for i, ok in zip(prob.argmax(-1), unique)]
 
 
-def evaluate_task(model, tok, task: str, items: Sequence[Mapping[str, Any]], *,
+def evaluate_task(model: Model, tok: Tokenizer, task: str, items: Sequence[Mapping[str, Any]], *,
                   mode: str = "both", gen_len: int = 5, batch_size: int = 32) -> dict[str, Any]:
     """Metrics of one task on ``items`` (dicts with the task's fields and an int ``label``)."""
     spec = SPECS[task]
@@ -130,7 +132,8 @@ def evaluate_task(model, tok, task: str, items: Sequence[Mapping[str, Any]], *,
     return out
 
 
-def general_ability(model, tok, tasks: Sequence[str] = TASKS, *, data=None, n: int = 100,
+def general_ability(model: Model, tok: Tokenizer, tasks: Sequence[str] = TASKS, *, data=None,
+                    n: int = 100,
                     mode: str = "both", gen_len: int = 5, batch_size: int = 32,
                     suite_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Zero-shot accuracy / F1 / MCC of ``model`` on the GLUE-style suite, per task and mode.

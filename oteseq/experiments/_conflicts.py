@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from typing import Any, Mapping, Sequence
+from .._types import Model, Tokenizer
 
 
 def latest_pairs(records: Sequence[Mapping[str, Any]]) -> list[tuple[dict, dict]]:
@@ -23,7 +24,7 @@ def latest_pairs(records: Sequence[Mapping[str, Any]]) -> list[tuple[dict, dict]
     return [(r, by_id[r["conflicts_with"]]) for r in latest.values() if "conflicts_with" in r]
 
 
-def conflict_outcome(model, tok, records: Sequence[Mapping[str, Any]], *,
+def conflict_outcome(model: Model, tok: Tokenizer, records: Sequence[Mapping[str, Any]], *,
                      batch_size: int = 64) -> dict:
     """Share of prompts where the latest target beats the replaced one, and the mean
     per-token probabilities exp(−NLL) of both, over every re-edited (subject, relation).

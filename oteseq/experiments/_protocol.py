@@ -20,6 +20,7 @@ from ..editor import Editor
 from ..errors import OptionError, OteseqError
 from ..requests import Request
 from ._result import PROTOCOL, Result, _finite, versions
+from .._types import Model, Tokenizer
 
 EvalName = Literal["counterfact", "zsre"]
 _RATES = ("efficacy", "generalization", "specificity", "score")
@@ -38,7 +39,7 @@ def _requests(records: Sequence[Mapping[str, Any]], evaluate: str) -> list[Reque
     return [make(r) for r in records]
 
 
-def _general(model, tok, exclude) -> dict:
+def _general(model: Model, tok: Tokenizer, exclude) -> dict:
     """General ability: the model profile's suite (the toy models: untouched facts, text NLL),
     else the GLUE-style suite."""
     profile = profiles.find(model)
@@ -48,12 +49,12 @@ def _general(model, tok, exclude) -> dict:
     return general_ability(model, tok)
 
 
-def _weights(model, layers) -> dict:
+def _weights(model: Model, layers) -> dict:
     return {l: models.read_weight(models.edited_module(model, l)).detach().to("cpu", torch.float64)
             for l in layers}
 
 
-def _stats(model, tok, hparams, layers, stats, progress, timings) -> Mapping:
+def _stats(model: Model, tok: Tokenizer, hparams, layers, stats, progress, timings) -> Mapping:
     if stats is not None:
         return stats
     from ..stats import second_moments
@@ -73,7 +74,7 @@ class _Timer:
             return fn(*args, **kwargs)
 
 
-def _config(model, method, hparams, batch_size, n, seed, evaluate, data, eval_every,
+def _config(model: Model, method, hparams, batch_size, n, seed, evaluate, data, eval_every,
             general_every, on_conflict, protocol) -> dict:
     profile = profiles.find(model)
     name = profile.name if profile else str(getattr(model.config, "name_or_path", ""))
@@ -86,7 +87,8 @@ def _config(model, method, hparams, batch_size, n, seed, evaluate, data, eval_ev
                        "records": "edited so far", "general": general}}
 
 
-def run_sequential(model, tok, records: Sequence[Mapping[str, Any]], *, method: str,
+def run_sequential(model: Model, tok: Tokenizer, records: Sequence[Mapping[str, Any]], *,
+                   method: str,
                    batch_size: int, hparams=None, stats=None, eval_every: int | None = None,
                    general_every: int | None = None, evaluate: EvalName = "counterfact",
                    seed: int = 0, progress: bool = True, on_conflict: str = "replace",
@@ -205,7 +207,8 @@ def _check_partial(partial: Result, config: dict, n_batches: int) -> None:
 class _Run:
     """The loop over batches; fills ``curves``, ``batches`` and the timings."""
 
-    def __init__(self, ed, model, tok, records, requests, bounds, score, clock, eval_every,
+    def __init__(self, ed, model: Model, tok: Tokenizer, records, requests, bounds, score, clock,
+                 eval_every,
                  general_every, progress, on_batch, config, start):
         self.ed, self.model, self.tok, self.records, self.requests = ed, model, tok, records, \
             requests
@@ -258,7 +261,8 @@ class _Run:
             self.curves.append(point)
 
 
-def run_one_time(model, tok, records: Sequence[Mapping[str, Any]], *, method: str = "memit-seq",
+def run_one_time(model: Model, tok: Tokenizer, records: Sequence[Mapping[str, Any]], *,
+                 method: str = "memit-seq",
                  **options) -> Result:
     """One-time editing (OTE): all ``n`` records in a single batch (the paper's E2000 column).
 

@@ -17,9 +17,10 @@ from ..scoring import score_continuations
 from ..models import input_device
 from .corpus import general_text
 from ._world import World, world as make_world
+from .._types import Model, Tokenizer
 
 
-def object_hits(model, tok, prompts: Sequence[str], objects: Sequence[str], *,
+def object_hits(model: Model, tok: Tokenizer, prompts: Sequence[str], objects: Sequence[str], *,
                 batch_size: int = 128) -> torch.Tensor:
     """Whether the model's argmax reproduces every token of ``" " + object`` after its prompt.
 
@@ -32,7 +33,7 @@ def object_hits(model, tok, prompts: Sequence[str], objects: Sequence[str], *,
 
 
 @torch.no_grad()
-def mean_nll(model, tok, texts: Sequence[str], *, batch_size: int = 64) -> float:
+def mean_nll(model: Model, tok: Tokenizer, texts: Sequence[str], *, batch_size: int = 64) -> float:
     """Mean next-token negative log-likelihood (nats) over all predicted tokens of ``texts``."""
     total, count = 0.0, 0
     for start in range(0, len(texts), batch_size):
@@ -63,7 +64,8 @@ def fact_sample(w: World, n_facts: int, *, exclude: Collection[Hashable] = (),
     return [k for k in keys if k not in excluded and k[0] not in people][:n_facts]
 
 
-def general_ability(model, tok, *, exclude: Collection[Hashable] = (), n_facts: int = 600,
+def general_ability(model: Model, tok: Tokenizer, *, exclude: Collection[Hashable] = (),
+                    n_facts: int = 600,
                     n_texts: int = 200, batch_size: int = 128, world: World | None = None,
                     untouched: str = "pair") -> dict:
     """Recall of untouched facts (canonical prompt) and NLL of held-out general text.

@@ -7,12 +7,13 @@ from __future__ import annotations
 from .. import profiles
 from .corpus import context_prefixes, preservation_text
 from .versions import DEFAULT, VERSIONS, ToyModel, find
+from .._types import Model, Tokenizer
 
 #: texts of the toy corpus when ``n_samples`` is not given
 CORPUS_SIZE = 20_000
 
 
-def _suite(model, tok, **options) -> dict:
+def _suite(model: Model, tok: Tokenizer, **options) -> dict:
     """:func:`oteseq.toy.general_ability` (loaded on first use: it needs torch)."""
     from .ability import general_ability
 
@@ -34,7 +35,7 @@ def _corpus(version: ToyModel) -> profiles.Corpus:
 
 
 def _profile(version: ToyModel) -> profiles.Profile:
-    def ability(model, tok, **options) -> dict:
+    def ability(model: Model, tok: Tokenizer, **options) -> dict:
         options = {"world": version.world(), "untouched": version.untouched, **options}
         return _suite(model, tok, **options)
 

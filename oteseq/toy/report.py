@@ -18,11 +18,12 @@ from ..models import input_device
 from .ability import mean_nll, object_hits
 from .corpus import context_prefixes, fact_prompts, general_text
 from ._world import World
+from .._types import Model, Tokenizer
 
 BARS = {"canonical": 0.97, "paraphrase": 0.90, "question": 0.80}
 
 
-def recall_by_kind(model, tok, w: World, *, n_facts: int | None = None,
+def recall_by_kind(model: Model, tok: Tokenizer, w: World, *, n_facts: int | None = None,
                    batch_size: int = 256) -> dict[str, float]:
     """Top-1 (all object tokens) recall of every prompt kind over ``n_facts`` facts (all: None).
 
@@ -59,7 +60,8 @@ def ngram_entropy(text: str) -> float:
 
 
 @torch.no_grad()
-def greedy_continuations(model, tok, prompts: Sequence[str], n_new: int = 32) -> list[str]:
+def greedy_continuations(model: Model, tok: Tokenizer, prompts: Sequence[str],
+                         n_new: int = 32) -> list[str]:
     """Greedy continuations (prompt included), one prompt at a time (no padding effects)."""
     texts = []
     device = input_device(model)
@@ -71,7 +73,7 @@ def greedy_continuations(model, tok, prompts: Sequence[str], n_new: int = 32) ->
     return texts
 
 
-def fluency(model, tok, w: World, *, n_texts: int = 12) -> dict[str, float]:
+def fluency(model: Model, tok: Tokenizer, w: World, *, n_texts: int = 12) -> dict[str, float]:
     """n-gram entropy of greedy continuations vs held-out real text vs the same words shuffled,
     and mean NLL of real vs shuffled held-out text."""
     real = general_text(n_texts, 1, "heldout", world=w, sentences_per_text=6)
@@ -87,7 +89,7 @@ def fluency(model, tok, w: World, *, n_texts: int = 12) -> dict[str, float]:
             "example": generated[0]}
 
 
-def quality_report(model, tok, w: World, *, n_facts: int | None = None) -> dict:
+def quality_report(model: Model, tok: Tokenizer, w: World, *, n_facts: int | None = None) -> dict:
     """Recall per prompt kind, the bars they are held to, and fluency."""
     recall = recall_by_kind(model, tok, w, n_facts=n_facts)
     return {"n_facts": len(w.facts) if n_facts is None else n_facts, "recall": recall,

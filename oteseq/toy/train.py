@@ -22,6 +22,7 @@ from .ability import object_hits
 from .corpus import context_prefixes, fact_examples, general_text
 from .tokenizer import train_tokenizer
 from ._world import world as make_world
+from .._types import Model, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,11 @@ V1 = TrainConfig(n_subjects=1000, n_embd=128, n_head=4, n_inner=1024, n_position
                       "general": 0.15})
 
 
-def _ids(tok, texts: list[str]) -> list[list[int]]:
+def _ids(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return tok(texts)["input_ids"] if texts else []
 
 
-def build_pools(cfg: TrainConfig, tok, w) -> dict[str, list]:
+def build_pools(cfg: TrainConfig, tok: Tokenizer, w) -> dict[str, list]:
     """Pre-tokenised sentences by kind: (ids at a row start, ids after a space, their two
     object masks). Prompt, object and full stop are tokenised apart; byte-level BPE splits at
     spaces and punctuation, so the concatenation equals the tokenisation of the whole sentence.
@@ -121,7 +122,7 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.final_lr_frac + (1 - cfg.final_lr_frac) * cosine)
 
 
-def make_model(cfg: TrainConfig, tok):
+def make_model(cfg: TrainConfig, tok: Tokenizer):
     """A fresh ``GPT2LMHeadModel`` of the configured size, no dropout, tied embeddings."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -133,7 +134,7 @@ def make_model(cfg: TrainConfig, tok):
     return GPT2LMHeadModel(config)
 
 
-def _step_loss(model, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _step_loss(model: Model, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted next-token cross-entropy of one batch."""
     logits = model(input_ids=ids).logits[:, :-1].float()
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
@@ -141,7 +142,7 @@ def _step_loss(model, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (nll * w).sum() / w.sum()
 
 
-def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: Model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (not on biases, layer norms)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
@@ -150,7 +151,7 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
                              lr=cfg.lr, betas=(0.9, 0.98))
 
 
-def _monitor(model, tok, w, cfg: TrainConfig) -> float:
+def _monitor(model: Model, tok: Tokenizer, w, cfg: TrainConfig) -> float:
     """Canonical-prompt recall on a fixed sample of facts (a cheap progress signal)."""
     keys = sorted(w.facts)[:: max(1, len(w.facts) // cfg.eval_facts)][:cfg.eval_facts]
     prompts = [w.relations[r].canonical.format(s) for s, r in keys]
@@ -213,7 +214,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, progress: bool
     return model, tok, report
 
 
-def save(model, tok, report: dict, out_dir: str | Path) -> None:
+def save(model: Model, tok: Tokenizer, report: dict, out_dir: str | Path) -> None:
     """Write the model (float16 safetensors), tokenizer, report JSON and loss-curve PNG."""
     import copy
 

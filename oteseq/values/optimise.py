@@ -23,6 +23,7 @@ from .prompts import Prompts, build_prompts, request_losses
 from .reference import one_at_a_time
 from .suffix import SuffixReplay
 from .target import TargetValues
+from .._types import Model, Tokenizer
 
 log = logging.getLogger("oteseq.values")
 REPLAYS = ("suffix", "full")  # tried in this order; then the one-at-a-time loop
@@ -32,7 +33,7 @@ CAPTURE_GROUPS = 4  # forwards per chunk for the suffix replay's capture (rows s
 class _Chunk:
     """A group of requests whose prompts share one captured lower pass."""
 
-    def __init__(self, model, layer: int, p: Prompts, first: int, count: int):
+    def __init__(self, model: Model, layer: int, p: Prompts, first: int, count: int):
         m = p.per_request
         self.model, self.layer, self.first, self.count, self.m = model, layer, first, count, m
         sl = slice(first * m, (first + count) * m)
@@ -92,7 +93,7 @@ class _Chunk:
         return loss, kl_logp.detach()
 
 
-def _chunks(model, layer: int, p: Prompts, max_tokens: int) -> list[_Chunk]:
+def _chunks(model: Model, layer: int, p: Prompts, max_tokens: int) -> list[_Chunk]:
     """Consecutive groups of requests with at most ``max_tokens`` padded tokens per forward."""
     m, width = p.per_request, p.input_ids.shape[1]
     n = p.input_ids.shape[0] // m
@@ -129,7 +130,7 @@ def _clamp_rows(delta: torch.Tensor, z_init: torch.Tensor, rows: torch.Tensor, f
     delta[rows] = torch.where(norm > max_norm, d * max_norm / norm, d)
 
 
-def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
+def compute_values(model: Model, tok: Tokenizer, requests: Sequence[Request], layer: int, hp, *,
                    templates: Sequence[str], max_tokens: int = 4096,
                    progress: bool = False, replays: Sequence[str] = REPLAYS) -> TargetValues:
     """z* for all ``requests`` at block ``layer``, optimised together (package docstring).
@@ -148,7 +149,7 @@ def compute_values(model, tok, requests: Sequence[Request], layer: int, hp, *,
 
 
 @contextmanager
-def frozen_parameters(model):
+def frozen_parameters(model: Model):
     """No parameter requires a gradient inside the block (restored in ``finally``): only δ is
     optimised, and autograd then keeps no activations for weight gradients (less memory)."""
     flags = [(param, param.requires_grad) for param in model.parameters()]
@@ -161,7 +162,8 @@ def frozen_parameters(model):
             param.requires_grad_(flag)
 
 
-def _compute(model, tok, requests, layer, hp, templates, max_tokens, progress, replays):
+def _compute(model: Model, tok: Tokenizer, requests, layer, hp, templates, max_tokens, progress,
+             replays):
     p = build_prompts(tok, requests, templates, getattr(hp, "fact_token", "subject_last"))
     chunks = _chunks(model, layer, p, max_tokens)
     for kind in replays:

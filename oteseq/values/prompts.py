@@ -16,6 +16,7 @@ import torch
 from .. import keys
 from ..batching import pad_token_id, right_padded
 from ..requests import Request
+from .._types import Tokenizer
 
 STOP_LOSS = 5e-2  # the reference's early-stopping threshold on the total loss
 KL_PROMPT = "{} is a"
@@ -32,7 +33,7 @@ class Prompts:
     per_request: int           # m = number of templates + 1 (the last row is the KL prompt)
 
 
-def build_prompts(tok, requests: Sequence[Request], templates: Sequence[str],
+def build_prompts(tok: Tokenizer, requests: Sequence[Request], templates: Sequence[str],
                   fact_token: str = "subject_last") -> Prompts:
     """Rewriting prompts (template × prompt, then the target's tokens but the last) + KL prompt.
 

@@ -13,9 +13,10 @@ from .. import hooks, models
 from ..requests import Request
 from . import prompts
 from .target import TargetValues
+from .._types import Model, Tokenizer
 
 
-def one_at_a_time(model, tok, requests: Sequence[Request], layer: int, hp, *,
+def one_at_a_time(model: Model, tok: Tokenizer, requests: Sequence[Request], layer: int, hp, *,
                   templates: Sequence[str]) -> TargetValues:
     """Reference: MEMIT's ``compute_z`` loop, one request at a time, a full forward per step
     with δ added by a hook and ``torch.optim.Adam``. Slow; used by tests and the benchmark."""
@@ -27,7 +28,7 @@ def one_at_a_time(model, tok, requests: Sequence[Request], layer: int, hp, *,
                         steps=torch.tensor([p[3] for p in parts]))
 
 
-def _one(model, tok, req: Request, layer: int, hp, templates):
+def _one(model: Model, tok: Tokenizer, req: Request, layer: int, hp, templates):
     p = prompts.build_prompts(tok, [req], templates, getattr(hp, "fact_token", "subject_last"))
     dev = models.input_device(model)
     ids, mask, labels = (x.to(dev) for x in (p.input_ids, p.attention_mask, p.labels))

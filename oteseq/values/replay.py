@@ -27,6 +27,7 @@ from typing import Iterator
 import torch
 
 from .. import hooks, models
+from .._types import Model
 
 CACHE_NAMES = ("cache", "past_key_values", "layer_past")
 
@@ -72,7 +73,7 @@ class Capture:
     cache parameter (``cache_slot[j]``); the model itself runs without a cache.
     """
 
-    def __init__(self, model, layer: int):
+    def __init__(self, model: Model, layer: int):
         self.model, self.layer = model, layer
         self.upper = list(range(layer + 1, models.n_layers(model)))
         self.h: torch.Tensor | None = None
@@ -90,7 +91,7 @@ class Capture:
         return self
 
     @classmethod
-    def by_length(cls, model, layer: int, input_ids: torch.Tensor,
+    def by_length(cls, model: Model, layer: int, input_ids: torch.Tensor,
                   attention_mask: torch.Tensor, groups: int) -> "Capture":
         """The capture of all rows, run as ``groups`` forwards of rows of similar length (less
         padding) and merged: h, normed and keys/values zero-padded to the full width.
@@ -182,7 +183,7 @@ def _select(obj, rows: torch.Tensor, batch: int):
     return obj
 
 
-def _run_blocks(model, blocks: list[int], h: torch.Tensor, kwargs_of) -> torch.Tensor:
+def _run_blocks(model: Model, blocks: list[int], h: torch.Tensor, kwargs_of) -> torch.Tensor:
     for j in blocks:
         out = models.block(model, j)(h, **kwargs_of(j))
         h = out[0] if isinstance(out, tuple) else out

@@ -23,6 +23,7 @@ import torch
 
 from .. import models
 from .replay import CACHE_NAMES, Capture, Unsupported, _run_blocks, _select
+from .._types import Model
 
 
 class _PrefixCache:
@@ -80,7 +81,7 @@ class SuffixReplay:
 
 
 @contextmanager
-def _packed_mlps(model, blocks: list[int], needed: torch.Tensor) -> Iterator[None]:
+def _packed_mlps(model: Model, blocks: list[int], needed: torch.Tensor) -> Iterator[None]:
     """The MLPs of ``blocks`` run on the needed suffix tokens only; the others get 0.
 
     The MLP is most of a block's cost and acts per token; a token past its row's last loss
@@ -109,7 +110,7 @@ def _packed_mlps(model, blocks: list[int], needed: torch.Tensor) -> Iterator[Non
             handle.remove()
 
 
-def _check_model(model, width: int) -> None:
+def _check_model(model: Model, width: int) -> None:
     impl = getattr(model.config, "_attn_implementation", None)
     if impl not in ("eager", "sdpa"):
         raise Unsupported(f"attention implementation {impl!r} (the suffix mask is built for "

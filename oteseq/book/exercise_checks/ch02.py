@@ -6,6 +6,7 @@ from collections.abc import Callable
 import torch
 
 from ._common import Agreement, as_tensor, report
+from ..._types import Model, Tokenizer
 
 #: float32 keys computed along another path differ by round-off only
 KEY_TOLERANCE = 1e-4
@@ -15,7 +16,7 @@ _CASES = (("{} is a city in the north.", "Varnholm"),
           ("I think {} plays the guitar.", "Toko Yasuda"))
 
 
-def check_subject_key(fn: Callable, model=None, tok=None) -> Agreement:
+def check_subject_key(fn: Callable, model: Model | None = None, tok: Tokenizer | None = None) -> Agreement:
     """Check ``fn(model, tok, prompt, subject, layer) -> k``: the key ``k: (d_in,)`` — the input
     of layer ``layer``'s edited matrix at the subject's last token of the bare prompt.
 
