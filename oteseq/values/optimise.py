@@ -28,6 +28,7 @@ from .._types import Model, Tokenizer
 log = logging.getLogger("oteseq.values")
 REPLAYS = ("suffix", "full")  # tried in this order; then the one-at-a-time loop
 CAPTURE_GROUPS = 4  # forwards per chunk for the suffix replay's capture (rows sorted by length)
+STEP_ROWS = 64  # prompt rows per forward/backward of a step: bounds the autograd graph alive
 
 
 class _Chunk:
@@ -132,20 +133,27 @@ def _clamp_rows(delta: torch.Tensor, z_init: torch.Tensor, rows: torch.Tensor, f
 
 def compute_values(model: Model, tok: Tokenizer, requests: Sequence[Request], layer: int, hp, *,
                    templates: Sequence[str], max_tokens: int = 4096,
-                   progress: bool = False, replays: Sequence[str] = REPLAYS) -> TargetValues:
+                   progress: bool = False, replays: Sequence[str] = REPLAYS,
+                   step_rows: int = STEP_ROWS) -> TargetValues:
     """z* for all ``requests`` at block ``layer``, optimised together (package docstring).
 
     ``hp`` supplies v_lr, v_num_grad_steps, clamp_norm_factor, kl_factor, v_weight_decay
     (and fact_token, default ``subject_last``);
-    ``max_tokens`` bounds the padded tokens of one forward (requests are chunked, their
-    gradients are independent). ``replays`` are tried in order: ``"suffix"`` re-runs the upper
-    blocks from the subject's last token on, ``"full"`` on all positions; one that does not
-    reproduce the model at the first step is dropped with a logged warning, and if none does,
-    the one-at-a-time loop runs.
+    ``max_tokens`` bounds the padded tokens of one capture forward (requests are chunked, their
+    gradients are independent); ``step_rows`` bounds the prompt rows of one forward and
+    backward of a step (a chunk's requests in parts; the autograd graph of one part is alive
+    at a time, so peak memory does not grow with the batch). ``replays`` are tried in order:
+    ``"suffix"`` re-runs the upper blocks from the subject's last token on, ``"full"`` on all
+    positions; one that does not reproduce the model at the first step is dropped with a
+    logged warning, and if none does, the one-at-a-time loop runs.
     Returns z*, z_init (d_model, n), losses and steps (n,).
     """
+    if not isinstance(step_rows, int) or isinstance(step_rows, bool) or step_rows < 1:
+        raise OptionError(f"step_rows={step_rows!r}: pass a positive int (prompt rows per "
+                          f"forward of a step; default {STEP_ROWS})")
     with frozen_parameters(model):
-        return _compute(model, tok, requests, layer, hp, templates, max_tokens, progress, replays)
+        return _compute(model, tok, requests, layer, hp, templates, max_tokens, progress, replays,
+                        step_rows)
 
 
 @contextmanager
@@ -163,22 +171,25 @@ def frozen_parameters(model: Model):
 
 
 def _compute(model: Model, tok: Tokenizer, requests, layer, hp, templates, max_tokens, progress,
-             replays):
+             replays, step_rows):
     p = build_prompts(tok, requests, templates, getattr(hp, "fact_token", "subject_last"))
     chunks = _chunks(model, layer, p, max_tokens)
     for kind in replays:
         try:
             for chunk in chunks:
                 chunk.use(kind)
-            return _optimise(chunks, hp, progress)
+            return _optimise(chunks, hp, progress, step_rows)
         except replay.ReplayMismatch as error:
             log.warning("%s replay: %s; falling back", kind, error)
     log.warning("no replay reproduces this model; using the one-request-at-a-time loop")
     return one_at_a_time(model, tok, requests, layer, hp, templates=templates)
 
 
-def _optimise(chunks: list[_Chunk], hp, progress: bool) -> TargetValues:
-    """The batched Adam loop over the chunks' requests (see :func:`compute_values`)."""
+def _optimise(chunks: list[_Chunk], hp, progress: bool,
+              step_rows: int = STEP_ROWS) -> TargetValues:
+    """The batched Adam loop over the chunks' requests (see :func:`compute_values`); each
+    step runs a chunk's active requests in parts of at most ``step_rows`` prompt rows (at
+    least one request), one forward and δ-gradient per part."""
     z_init = torch.cat([c.z_init() for c in chunks])
     n, dev = z_init.shape[0], z_init.device
     delta, adam = torch.zeros_like(z_init), _RowAdam(z_init, hp.v_lr)
@@ -192,16 +203,21 @@ def _optimise(chunks: list[_Chunk], hp, progress: bool) -> TargetValues:
             local = torch.nonzero(active[chunk.first: chunk.first + chunk.count])[:, 0]
             if len(local) == 0:
                 continue
-            rows = chunk.first + local
-            d_rows = delta[rows].clone().requires_grad_(True)
-            ref = None if kl_init[ci] is None else kl_init[ci][local]
-            chunk_loss, kl_logp = chunk.forward(local, d_rows, ref, z_init[rows], hp, it == 0)
-            kl_init[ci] = kl_logp if kl_init[ci] is None else kl_init[ci]
-            loss[rows] = chunk_loss.detach()
-            go = (chunk_loss.detach() >= prompts.STOP_LOSS) & (it < last)
-            if go.any():  # gradients for δ only: no weight gradients, no .grad on the model
-                grad[rows] = torch.autograd.grad(chunk_loss[go].sum(), d_rows)[0]
-                train[rows[go]] = True
+            kl_parts = []
+            for part in local.split(max(1, step_rows // chunk.m)):  # one graph alive at a time
+                rows = chunk.first + part
+                d_rows = delta[rows].clone().requires_grad_(True)
+                ref = None if kl_init[ci] is None else kl_init[ci][part]
+                part_loss, kl_logp = chunk.forward(part, d_rows, ref, z_init[rows], hp, it == 0)
+                kl_parts.append(kl_logp)
+                loss[rows] = part_loss.detach()
+                go = (part_loss.detach() >= prompts.STOP_LOSS) & (it < last)
+                if go.any():  # gradients for δ only: no weight gradients, no .grad on the model
+                    grad[rows] = torch.autograd.grad(part_loss[go].sum(), d_rows)[0]
+                    train[rows[go]] = True
+                del part_loss, d_rows  # the part's graph goes before the next part's forward
+            if kl_init[ci] is None:  # the first step: every request active, parts in order
+                kl_init[ci] = torch.cat(kl_parts)
         if not train.any():
             break
         rows = torch.nonzero(train)[:, 0]
