@@ -119,3 +119,19 @@ def test_alphaedit_setup_forms_no_p_c0_p_and_factorises_nothing(monkeypatch, fre
     state = mem.state_dict()["tensors"]
     assert torch.equal(state["A0"], ridge * torch.eye(d, dtype=F64))
     assert torch.equal(state["A_inv"], torch.eye(d, dtype=F64) / ridge)
+
+
+def test_a_memory_shares_the_cached_projector_and_copies_any_other(fresh_cache):
+    """The cached P (exactly symmetric float64) is kept by reference: one copy per layer, not
+    two; a P that is not exactly symmetric, or not float64, is symmetrised into a copy."""
+    d = 12
+    C0 = second_moment(d, 9, seed=5)
+    P, _ = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    assert torch.equal((P + P.T) / 2, P)  # so sharing gives the bits a copy would have
+    W0 = torch.randn(3, d, dtype=F64, generator=torch.Generator().manual_seed(0))
+    assert LinearMemory(W0, C0, 0.0, projection=P, ridge=10.0)._state.P is P
+    nudged = P.clone()
+    nudged[0, 1] = torch.nextafter(nudged[0, 1], torch.tensor(1.0, dtype=F64))
+    for other in (nudged, P.float(), P.T.contiguous().T):
+        kept = LinearMemory(W0, C0, 0.0, projection=other, ridge=10.0)._state.P
+        assert kept is not other and kept.dtype == F64 and torch.equal(kept, kept.T)

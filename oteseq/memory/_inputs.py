@@ -59,8 +59,17 @@ def check_second_moment(C0: object, d: int, device: torch.device) -> torch.Tenso
 
 
 def check_projector(P: object, d: int, device: torch.device) -> torch.Tensor:
-    """``P`` symmetric and idempotent (checked on a few fixed random probes, O(d²))."""
-    Pm = symmetric_matrix(P, d, "projection", device)
+    """``P`` symmetric and idempotent (checked on a few fixed random probes, O(d²)).
+
+    An exactly symmetric float64 ``P`` on ``device`` (what :func:`oteseq.projectors.
+    cached_projector` returns) is kept by reference, not copied: its symmetrised copy would be
+    equal bit for bit, and a memory never writes its ``P`` (d² · 8 bytes saved per layer).
+    """
+    shared = isinstance(P, torch.Tensor) and P.dtype == torch.float64 and P.device == device \
+        and P.shape == (d, d) and P.is_contiguous() and bool(torch.isfinite(P).all()) \
+        and torch.equal(P, P.T)
+    Pm = P if shared else symmetric_matrix(P, d, "projection", device)
+    assert isinstance(Pm, torch.Tensor)
     probes = torch.randn(d, 4, generator=torch.Generator().manual_seed(0),
                          dtype=torch.float64).to(device)
     image = Pm @ probes

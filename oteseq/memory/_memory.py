@@ -50,7 +50,9 @@ class LinearMemory:
 
     Args: ``W0`` (d_out, d_in) any float dtype (``mem.W`` is returned in it; the master copy
     is float64 on ``W0``'s device); ``C0`` (d_in, d_in) symmetric PSD second moment of
-    preserved keys; ``lam ≥ 0``; ``projection`` a (d_in, d_in) projector or ``None``;
+    preserved keys; ``lam ≥ 0``; ``projection`` a (d_in, d_in) projector or ``None`` (an
+    exactly symmetric float64 one on the memory's device is shared, not copied: leave it as it
+    is);
     ``ridge ≥ 0``; ``on_conflict`` what an edit with an active id does: "replace" (retract the
     old constraints in the same step: OTE over the de-conflicted set), "accumulate" (keep both:
     the compromise) or "error"; ``refresh_every`` steps between exact refreshes (``None``: only

@@ -51,7 +51,8 @@ def span_projector(U: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     rank, d = int(keep.sum()), U.shape[0]
     if 2 * rank <= d:
         U0 = U[:, keep]
-        return U0 @ U0.T
+        P = U0 @ U0.T
+        return (P + P.T) / 2  # exactly symmetric, as the other branch (a memory then shares it)
     U1 = U[:, ~keep]
     P = torch.eye(d, dtype=U.dtype, device=U.device).addmm_(U1, U1.T, alpha=-1.0)
     return (P + P.T) / 2
