@@ -116,6 +116,7 @@ def test_alphaedit_setup_forms_no_p_c0_p_and_factorises_nothing(monkeypatch, fre
     mem = LinearMemory(torch.randn(3, d, dtype=F64), C0, **kwargs)
     monkeypatch.undo()
     assert not [p for p in products if p == ((d, d), (d, d))]  # no P @ C0 @ P
+    assert isinstance(mem._state.A0, _algebra.ScaledIdentity)  # no d² entries kept
     state = mem.state_dict()["tensors"]
     assert torch.equal(state["A0"], ridge * torch.eye(d, dtype=F64))
     assert torch.equal(state["A_inv"], torch.eye(d, dtype=F64) / ridge)
@@ -135,3 +136,39 @@ def test_a_memory_shares_the_cached_projector_and_copies_any_other(fresh_cache):
     for other in (nudged, P.float(), P.T.contiguous().T):
         kept = LinearMemory(W0, C0, 0.0, projection=other, ridge=10.0)._state.P
         assert kept is not other and kept.dtype == F64 and torch.equal(kept, kept.T)
+
+
+def test_a0_ridge_identity_is_kept_compact_and_changes_no_bit(monkeypatch, fresh_cache,
+                                                             tmp_path):
+    """AlphaEdit's A0 = ridge·I is held as a ScaledIdentity (no d² entries); edits, a refresh,
+    a retraction and a save/load give the bits a dense A0 gives."""
+    d, g = 16, torch.Generator().manual_seed(6)
+    C0 = second_moment(d, 12, seed=6)
+    P, _ = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
+    W0 = torch.randn(5, d, dtype=F64, generator=g)
+    batches = [(torch.randn(d, 3, dtype=F64, generator=g), torch.randn(5, 3, dtype=F64,
+                                                                      generator=g))
+               for _ in range(4)]
+
+    def run(mem):
+        for i, (K, V) in enumerate(batches):
+            mem.edit(K, V, [f"{i}-{j}" for j in range(3)])
+        mem.retract(["1-0", "2-2"])
+        return mem
+
+    compact = run(LinearMemory(W0, C0, 0.0, projection=P, ridge=10.0, refresh_every=3))
+    assert isinstance(compact._state.A0, _algebra.ScaledIdentity)
+    assert compact._state.n_refreshes >= 1  # the dense refresh path ran
+    monkeypatch.setattr(_algebra, "compact", lambda A0: A0)
+    dense = run(LinearMemory(W0, C0, 0.0, projection=P, ridge=10.0, refresh_every=3))
+    monkeypatch.undo()
+    assert isinstance(dense._state.A0, torch.Tensor)
+    for name in ("W", "A_inv"):
+        assert torch.equal(getattr(compact._state, name), getattr(dense._state, name)), name
+    K, Y = batches[0][0], torch.randn(d, 2, dtype=F64, generator=g)  # the drift check's product
+    assert torch.equal(_algebra.apply_normal(compact._state.A0, P, K, Y),
+                       _algebra.apply_normal(dense._state.A0, P, K, Y))
+    compact.save(tmp_path / "m")
+    loaded = LinearMemory.load(tmp_path / "m")
+    assert isinstance(loaded._state.A0, _algebra.ScaledIdentity)
+    assert torch.equal(loaded.state_dict()["tensors"]["A0"], 10.0 * torch.eye(d, dtype=F64))

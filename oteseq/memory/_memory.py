@@ -81,11 +81,12 @@ class LinearMemory:
         A0 = alg.base_matrix(C, lam, options.ridge, P)
         A_inv = _initial_inverse(A0)
         self._state = MemoryState(
-            W0=W, dtype=W0.dtype, lam=lam, options=options, A0=A0,
+            W0=W, dtype=W0.dtype, lam=lam, options=options, A0=alg.compact(A0),
             A0_norm=float(torch.linalg.norm(A0)), P=P, W=W.clone(), A_inv=A_inv,
             E=torch.zeros_like(W) if error_feedback else None,
             store=ConstraintStore.empty(d_in, d_out, W.device, keep_values=accumulate),
             drift_floor=0.0 if A_inv is None else alg.probe_error(A0, A_inv))
+        del A0  # only the compact form stays when A0 = ridge·I (AlphaEdit)
         self.last_report: StepReport | None = None
 
     # ----------------------------------------------------------------- read-only views

@@ -16,6 +16,7 @@ import torch
 
 from oteseq import _atomic
 from oteseq.errors import CorruptStateError, OteseqError, StateMismatchError
+from oteseq.memory._algebra import Matrix, compact, dense
 from oteseq.memory._config import MemoryOptions
 from oteseq.memory._inputs import id_from_json, id_to_json
 from oteseq.memory._store import ConstraintStore
@@ -33,7 +34,8 @@ class MemoryState:
     dtype: torch.dtype               # dtype of the W0 the caller gave (mem.W is returned in it)
     lam: float
     options: MemoryOptions
-    A0: torch.Tensor                 # (d_in, d_in) lam C0 + ridge I (or ridge I + lam P C0 P)
+    A0: Matrix                       # (d_in, d_in) lam C0 + ridge I (or ridge I + lam P C0 P);
+    #                                  ridge I is kept compact (ScaledIdentity)
     A0_norm: float                   # ‖A0‖_F, for the drift check (derived from A0)
     P: torch.Tensor | None           # (d_in, d_in) AlphaEdit projector
     W: torch.Tensor                  # (d_out, d_in) master copy of the edited weight
@@ -62,7 +64,7 @@ def _options_json(options: MemoryOptions) -> dict:
 def state_dict(state: MemoryState) -> dict:
     """``{"tensors": {name: tensor}, "metadata": JSON-able dict}``; tensors are copies."""
     Kt, Vt, ids = state.store.export()
-    tensors = {"W": state.W, "W0": state.W0, "A0": state.A0, "P": state.P,
+    tensors = {"W": state.W, "W0": state.W0, "A0": dense(state.A0), "P": state.P,
                "A_inv": state.A_inv, "E": state.E, "Kt": Kt, "Vt": Vt}
     metadata = {
         "format": FORMAT, "version": VERSION, "d_out": state.W0.shape[0],
@@ -97,7 +99,7 @@ def check_compatible(d: dict, state: MemoryState) -> None:
             raise _mismatch(key, meta.get(key), here[key])
     if ("P" in tensors) != (state.P is not None):
         raise _mismatch("projection", "P" in tensors, state.P is not None)
-    for key, mine in (("W0", state.W0), ("A0", state.A0)):
+    for key, mine in (("W0", state.W0), ("A0", dense(state.A0))):
         theirs = tensors.get(key)
         gap = None if not isinstance(theirs, torch.Tensor) or theirs.shape != mine.shape or \
             not theirs.dtype.is_floating_point else \
@@ -178,7 +180,7 @@ def from_state_dict(d: dict, options: MemoryOptions, device: torch.device,
     store = ConstraintStore.restore(t.get("Kt"), t.get("Vt"), ids)
     state = MemoryState(
         W0=t["W0"], dtype=getattr(torch, meta["dtype"]), lam=float(meta["lam"]), options=options,
-        A0=t["A0"], A0_norm=float(torch.linalg.norm(t["A0"])), P=t.get("P"), W=t["W"],
+        A0=compact(t["A0"]), A0_norm=float(torch.linalg.norm(t["A0"])), P=t.get("P"), W=t["W"],
         A_inv=t.get("A_inv"), E=t.get("E"), store=store,
         steps=meta["steps"], since_refresh=meta["since_refresh"],
         n_refreshes=meta["n_refreshes"], next_auto=meta["next_auto"],

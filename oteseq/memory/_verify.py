@@ -39,7 +39,8 @@ def _norm(x: torch.Tensor) -> float:
 def check_state(st: MemoryState, where: str = "the state") -> None:
     """Raise :class:`CorruptStateError` unless ``st`` passes the checks of the module docstring."""
     store = st.store
-    tensors = {"W": st.W, "W0": st.W0, "A0": st.A0, "P": st.P, "A_inv": st.A_inv, "E": st.E,
+    A0 = st.A0 if isinstance(st.A0, torch.Tensor) else torch.tensor(st.A0.scale)
+    tensors = {"W": st.W, "W0": st.W0, "A0": A0, "P": st.P, "A_inv": st.A_inv, "E": st.E,
                "Kt": None if store.Kt is None else store.Kt[: store.used],
                "Vt": None if store.Vt is None else store.Vt[: store.used]}
     for name, t in tensors.items():
@@ -49,14 +50,14 @@ def check_state(st: MemoryState, where: str = "the state") -> None:
     d_in = st.W0.shape[1]
     if d_in == 0 or st.A_inv is None:
         return
-    x = _probe(d_in, st.A0)
+    x = _probe(d_in, st.W0)
     if st.options.accumulate and store.Kt is not None and store.n_active:
         K, V = store.columns()
     else:
-        K, V = st.A0[:, :0], st.W0[:, :0]
+        K, V = st.W0.new_zeros(d_in, 0), st.W0[:, :0]
     y = st.A_inv @ x
     gap = _norm(alg.apply_normal(st.A0, st.P, K, y) - x)
-    scale = _norm(st.A0) + _norm(K) ** 2  # ≥ ‖A‖_F, as ‖P K‖_F ≤ ‖K‖_F for a projector P
+    scale = st.A0_norm + _norm(K) ** 2  # ≥ ‖A‖_F, as ‖P K‖_F ≤ ‖K‖_F for a projector P
     relative = gap / (scale * _norm(y) + _norm(x))
     if not relative <= TOL:
         raise CorruptStateError(f"{where}: A_inv does not invert A = A0 + Σ B Bᵀ (relative "
