@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from oteseq import methods, projectors
 from oteseq.memory import LinearMemory
-from oteseq.memory import _algebra
+from oteseq.memory import _algebra, _memory
 from oteseq.ols import nullspace_projector
 
 F64 = torch.float64
@@ -140,8 +140,8 @@ def test_a_memory_shares_the_cached_projector_and_copies_any_other(fresh_cache):
 
 def test_a0_ridge_identity_is_kept_compact_and_changes_no_bit(monkeypatch, fresh_cache,
                                                              tmp_path):
-    """AlphaEdit's A0 = ridge·I is held as a ScaledIdentity (no d² entries); edits, a refresh,
-    a retraction and a save/load give the bits a dense A0 gives."""
+    """AlphaEdit's A0 = ridge·I, and A0⁻¹ until the first step, are held as ScaledIdentity (no
+    d² entries); edits, a refresh, a retraction and a save/load give the bits dense ones give."""
     d, g = 16, torch.Generator().manual_seed(6)
     C0 = second_moment(d, 12, seed=6)
     P, _ = projectors.cached_projector(C0, 2e-2, cache_dir=fresh_cache)
@@ -156,10 +156,15 @@ def test_a0_ridge_identity_is_kept_compact_and_changes_no_bit(monkeypatch, fresh
         mem.retract(["1-0", "2-2"])
         return mem
 
-    compact = run(LinearMemory(W0, C0, 0.0, projection=P, ridge=10.0, refresh_every=3))
+    fresh = LinearMemory(W0, C0, 0.0, projection=P, ridge=10.0, refresh_every=3)
+    assert isinstance(fresh._state.A_inv, _algebra.ScaledIdentity)  # I / ridge until a step
+    compact = run(fresh)
     assert isinstance(compact._state.A0, _algebra.ScaledIdentity)
+    assert isinstance(compact._state.A_inv, torch.Tensor)
     assert compact._state.n_refreshes >= 1  # the dense refresh path ran
     monkeypatch.setattr(_algebra, "compact", lambda A0: A0)
+    initial = _memory._initial_inverse
+    monkeypatch.setattr(_memory, "_initial_inverse", lambda A0: _algebra.dense(initial(A0)))
     dense = run(LinearMemory(W0, C0, 0.0, projection=P, ridge=10.0, refresh_every=3))
     monkeypatch.undo()
     assert isinstance(dense._state.A0, torch.Tensor)

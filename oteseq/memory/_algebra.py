@@ -124,7 +124,7 @@ class Woodbury:
     cond: float
 
 
-def woodbury(A_inv: torch.Tensor, U: torch.Tensor, B: torch.Tensor, signs: torch.Tensor,
+def woodbury(A_inv: Matrix, U: torch.Tensor, B: torch.Tensor, signs: torch.Tensor,
              need_inverse: bool, out: torch.Tensor | None = None) -> Woodbury | None:
     """Rank-m update/downdate of an inverse: ``(A + B S Bᵀ)⁻¹`` from ``A⁻¹`` in O(d² m).
 
@@ -148,14 +148,14 @@ def woodbury(A_inv: torch.Tensor, U: torch.Tensor, B: torch.Tensor, signs: torch
     if not need_inverse:
         A_inv_new = None
     elif out is not None and out.shape == A_inv.shape and out.dtype == A_inv.dtype:
-        A_inv_new = torch.addmm(A_inv, U, C_inv_Ut, alpha=-1.0, out=out)
+        A_inv_new = torch.addmm(dense(A_inv), U, C_inv_Ut, alpha=-1.0, out=out)
     else:
-        A_inv_new = torch.addmm(A_inv, U, C_inv_Ut, alpha=-1.0)
+        A_inv_new = torch.addmm(dense(A_inv), U, C_inv_Ut, alpha=-1.0)
     return Woodbury(X, A_inv_new, float(magnitude.max() / magnitude.min()))
 
 
 def forward_error(A0: Matrix, P: torch.Tensor | None, K_active: torch.Tensor,
-                  X: torch.Tensor, B: torch.Tensor, A_inv: torch.Tensor) -> float:
+                  X: torch.Tensor, B: torch.Tensor, A_inv: Matrix) -> float:
     """Estimated relative error of a solve ``X ≈ A⁻¹ B`` (the drift check), by one step of
     iterative refinement on ``x = X·1``, ``b = B·1``: ``‖A_inv (b − A x)‖ / ‖x‖``.
 
@@ -171,7 +171,7 @@ def forward_error(A0: Matrix, P: torch.Tensor | None, K_active: torch.Tensor,
     return float(torch.linalg.norm(correction)) / size
 
 
-def probe_error(A0: torch.Tensor, A_inv: torch.Tensor) -> float:
+def probe_error(A0: torch.Tensor, A_inv: Matrix) -> float:
     """:func:`forward_error` of a fresh ``A0⁻¹`` on a fixed random probe: the error level an
     exact solve reaches (about eps·cond(A0)), so the drift check does not refresh for nothing."""
     probe = torch.randn(A0.shape[0], 1, generator=torch.Generator().manual_seed(0),

@@ -180,8 +180,8 @@ class LinearMemory:
         # the replaced buffers become scratch space for the next step (a new dict: copies of
         # this memory made by copy.copy keep theirs)
         self._spares = {name: getattr(old, name) for name in _SPARE_NAMES
-                        if getattr(old, name) is not None and getattr(old, name) is not
-                        getattr(new, name)}
+                        if isinstance(getattr(old, name), torch.Tensor) and getattr(old, name)
+                        is not getattr(new, name)}
         return delta
 
     def _free_spares(self) -> dict[str, torch.Tensor]:
@@ -260,15 +260,16 @@ def _unshared(holder: dict, name: str) -> bool:
 _HELD_ONCE = sys.getrefcount({"probe": torch.empty(0)}["probe"]) + 1
 
 
-def _initial_inverse(A0: torch.Tensor) -> torch.Tensor | None:
+def _initial_inverse(A0: torch.Tensor) -> alg.Matrix | None:
     """``A0⁻¹``, or ``None`` while ``A0`` is singular (e.g. ``lam = 0`` and no ridge)."""
     if A0.shape[0] == 0 or not bool(A0.any()):
         return None
     scale = float(A0[0, 0])
     if scale > 0.0 and bool((A0.diagonal() == scale).all()) and \
             int(torch.count_nonzero(A0)) == A0.shape[0]:
-        # A0 = ridge·I (lam = 0, e.g. AlphaEdit): the inverse is I / ridge, no factorisation
-        return torch.eye(A0.shape[0], dtype=A0.dtype, device=A0.device) / scale
+        # A0 = ridge·I (lam = 0, e.g. AlphaEdit): the inverse is I / ridge, no factorisation,
+        # kept compact until the first step (the bits of torch.eye(d) / ridge)
+        return alg.ScaledIdentity(1.0 / scale, A0.shape[0], A0.dtype, A0.device)
     try:
         return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1]
     except SingularSystemError:

@@ -39,7 +39,8 @@ class MemoryState:
     A0_norm: float                   # ‖A0‖_F, for the drift check (derived from A0)
     P: torch.Tensor | None           # (d_in, d_in) AlphaEdit projector
     W: torch.Tensor                  # (d_out, d_in) master copy of the edited weight
-    A_inv: torch.Tensor | None       # inverse of A (accumulate) or of A0 (not); None: singular
+    A_inv: Matrix | None             # inverse of A (accumulate) or of A0 (not); None: singular;
+    #                                  I / ridge is kept compact until the first step
     E: torch.Tensor | None           # (d_out, d_in) error-feedback cache
     store: ConstraintStore           # active constraints and their ids
     steps: int = 0
@@ -65,7 +66,8 @@ def state_dict(state: MemoryState) -> dict:
     """``{"tensors": {name: tensor}, "metadata": JSON-able dict}``; tensors are copies."""
     Kt, Vt, ids = state.store.export()
     tensors = {"W": state.W, "W0": state.W0, "A0": dense(state.A0), "P": state.P,
-               "A_inv": state.A_inv, "E": state.E, "Kt": Kt, "Vt": Vt}
+               "A_inv": None if state.A_inv is None else dense(state.A_inv), "E": state.E,
+               "Kt": Kt, "Vt": Vt}
     metadata = {
         "format": FORMAT, "version": VERSION, "d_out": state.W0.shape[0],
         "d_in": state.W0.shape[1], "dtype": str(state.dtype).removeprefix("torch."),
@@ -181,7 +183,7 @@ def from_state_dict(d: dict, options: MemoryOptions, device: torch.device,
     state = MemoryState(
         W0=t["W0"], dtype=getattr(torch, meta["dtype"]), lam=float(meta["lam"]), options=options,
         A0=compact(t["A0"]), A0_norm=float(torch.linalg.norm(t["A0"])), P=t.get("P"), W=t["W"],
-        A_inv=t.get("A_inv"), E=t.get("E"), store=store,
+        A_inv=None if t.get("A_inv") is None else compact(t["A_inv"]), E=t.get("E"), store=store,
         steps=meta["steps"], since_refresh=meta["since_refresh"],
         n_refreshes=meta["n_refreshes"], next_auto=meta["next_auto"],
         drift_floor=float(meta["drift_floor"]))

@@ -61,7 +61,8 @@ def step(st: MemoryState, K_a: torch.Tensor, V_a: torch.Tensor, ids_a: list[Id],
     A_inv = system.A_inv if aligned else st.A_inv
     new = st.with_(  # one memory layout, so a reloaded state continues bit for bit
         W=W.contiguous(), E=None if E is None else E.contiguous(), store=store,
-        A_inv=None if A_inv is None else A_inv.contiguous(), steps=st.steps + 1,
+        A_inv=A_inv if not isinstance(A_inv, torch.Tensor) else A_inv.contiguous(),
+        steps=st.steps + 1,
         since_refresh=0 if refreshed else st.since_refresh + 1,
         n_refreshes=st.n_refreshes + refreshed,
         drift_floor=system.drift if refreshed else st.drift_floor)

@@ -39,8 +39,9 @@ def _norm(x: torch.Tensor) -> float:
 def check_state(st: MemoryState, where: str = "the state") -> None:
     """Raise :class:`CorruptStateError` unless ``st`` passes the checks of the module docstring."""
     store = st.store
-    A0 = st.A0 if isinstance(st.A0, torch.Tensor) else torch.tensor(st.A0.scale)
-    tensors = {"W": st.W, "W0": st.W0, "A0": A0, "P": st.P, "A_inv": st.A_inv, "E": st.E,
+    scalar = lambda M: M if not isinstance(M, alg.ScaledIdentity) else torch.tensor(M.scale)  # noqa: E731
+    tensors = {"W": st.W, "W0": st.W0, "A0": scalar(st.A0), "P": st.P,
+               "A_inv": scalar(st.A_inv), "E": st.E,
                "Kt": None if store.Kt is None else store.Kt[: store.used],
                "Vt": None if store.Vt is None else store.Vt[: store.used]}
     for name, t in tensors.items():
