@@ -1,7 +1,7 @@
 """Reproduce the paper's sequential-editing table on the toy world.
 
-    python bench/reproduce.py --scale ci                  # 4 batches of 25 edits
-    python bench/reproduce.py --scale paper               # 20 batches of 100 (E100) + OTE (E2000)
+    python bench/reproduce.py --scale budget --seed 0     # toy-v2: 80 edits in 20 x 4 + OTE
+    python bench/reproduce.py --model toy-v1 --scale paper  # 20 batches of 100 + OTE (E2000)
     python bench/reproduce.py --scale ci --methods memit memit-seq --out /tmp/results
     python bench/reproduce.py --conflicts                 # accumulate vs replace, conflicts.md
     python bench/reproduce.py --model toy-v2 --scale paper --seed 1 --evaluate zsre
@@ -11,9 +11,9 @@
 Every method edits the same records in T = n/B batches with the toy model's default
 hyperparameters, then all records are evaluated on the final model
 (``oteseq.experiments.run_sequential``); ``memit-seq`` also edits all n at once (one-time
-editing, the reference). Writes into ``book/results/<scale>/`` (``--model toy``) or
-``oteseq/toy/results/<version>/<evaluate>-<scale>/seed<seed>/`` (``--model toy-v2``), or
-``--out``:
+editing, the reference). Writes into ``oteseq/toy/results/v1/<evaluate>-<scale>/``
+(``--model toy-v1``) or ``oteseq/toy/results/v2/<evaluate>-<scale>/seed<seed>/`` (``--model
+toy``, the default toy-v2), ``.../conflicts/`` for ``--conflicts``, or ``--out``:
 ``table.json`` (configuration, versions, metrics, timings, SE-vs-OTE weight distances per
 method), ``table.md``, ``curves.png``, ``methods.png`` and ``runs/<method>.json`` (each full
 Result). ``--seed`` picks the records and the run's seed; ``--aggregate DIR`` reads
@@ -67,8 +67,6 @@ def records_for(model_name: str, n: int, seed: int, kind: str = "counterfact", *
     records = getattr(toy, kind)(n, seed, world=w, distinct_subjects=version.distinct_subjects,
                                  **options)
     args = "".join(f", {k}={v}" for k, v in options.items())
-    if version.name == "toy-v1":
-        return records, f"oteseq.toy.{kind}(n={n}, seed={seed}{args})"
     return records, (f"oteseq.toy.{kind}(n={n}, seed={seed}{args}, world={version.name}'s "
                      f"{len(w.subjects)} people, distinct_subjects={version.distinct_subjects})")
 
@@ -264,6 +262,19 @@ def conflicts_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_dir(model: str, evaluate: str, scale: str, seed: int, *,
+                conflicts: bool = False) -> Path:
+    """Where stored results go in the package: ``oteseq/toy/results/<version>/`` then
+    ``conflicts/`` or ``<evaluate>-<scale>/`` (and ``seed<k>/`` for toy-v2, which has several)."""
+    from oteseq.loading import toy_name
+    version = toy_name(model)
+    root = ROOT / "oteseq" / "toy" / "results" / version.removeprefix("toy-")
+    if conflicts:
+        return root / "conflicts"
+    run = root / f"{evaluate}-{scale}"
+    return run if version == "toy-v1" else run / f"seed{seed}"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted({*SCALES, *SCALES_V2}), default="ci",
@@ -296,10 +307,8 @@ def main(argv=None) -> None:
     if v1 and args.scale not in SCALES:
         parser.error(f"--scale {args.scale} is for toy-v2 (its edit budget); toy-v1 has "
                      f"{sorted(SCALES)}")
-    short = toy_name(args.model).removeprefix("toy-")
-    out = args.out or (ROOT / "book" / "results" / args.scale if v1 else
-                       ROOT / "oteseq" / "toy" / "results" / short
-                       / f"{args.evaluate}-{args.scale}" / f"seed{args.seed}")
+    out = args.out or results_dir(args.model, args.evaluate, args.scale, args.seed,
+                                  conflicts=args.conflicts)
     if args.conflicts:
         from oteseq import experiments
         table = run_conflicts(progress=not args.quiet, model_name=args.model)

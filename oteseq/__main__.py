@@ -218,7 +218,7 @@ def run_edit(args) -> dict:
     from .experiments import run_sequential
 
     oteseq.setup(args.seed)
-    records = data.load(args.data, args.n, seed=args.seed)
+    records = data.load(args.data, args.n, seed=args.seed, model=args.model)
     if len(records) < args.n:
         raise OptionError(f"--n {args.n}: {args.data} has only {len(records)} records; pass "
                           f"--n {len(records)} or fewer")

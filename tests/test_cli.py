@@ -62,7 +62,7 @@ def test_bad_arguments_exit_2_with_one_line_and_no_model(case, tmp_path, capsys,
 def test_n_larger_than_the_data_is_a_one_line_error(tmp_path, capsys):
     code = cli.main(["edit", "--n", "100000", "--out", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "the toy world has 6000 facts" in err and "Traceback" not in err
+    assert code == 2 and "the toy world has 5000 people" in err and "Traceback" not in err
 
 
 def test_batches_split_before_a_repeated_id():
@@ -75,13 +75,13 @@ def test_batches_split_before_a_repeated_id():
 
 
 def _run(out, *extra):
-    return cli.main(["edit", "--model", "toy", "--n", "6", "--batch", "2", "--out", str(out),
+    return cli.main(["edit", "--model", "toy-v1", "--n", "6", "--batch", "2", "--out", str(out),
                      "--no-progress", "--hparams", FAST, *extra])
 
 
 def _final_state(out):
     import oteseq
-    model, tok = oteseq.load_model("toy")
+    model, tok = oteseq.load_model("toy-v1")
     ed = Editor.load(out / cli.CHECKPOINT, model, tok, progress=False)
     return {l: ed.memory(l).state_dict() for l in ed.layers}, ed.ids
 
@@ -116,7 +116,7 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, monk
 @pytest.mark.slow
 def test_toy_conflicts_with_a_re_edit_in_one_batch_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OTESEQ_CACHE", str(tmp_path / "cache"))
-    code = cli.main(["edit", "--model", "toy", "--data", "toy-conflicts", "--n", "8", "--batch",
+    code = cli.main(["edit", "--model", "toy-v1", "--data", "toy-conflicts", "--n", "8", "--batch",
                      "4", "--out", str(tmp_path / "r"), "--no-progress", "--hparams", FAST])
     assert code == 0
     result = json.loads((tmp_path / "r" / "results.json").read_text())
@@ -138,9 +138,9 @@ def test_results_file_is_what_run_sequential_returns(tmp_path, monkeypatch):
     assert _run(tmp_path / "r") == 0
     saved = load_result(tmp_path / "r" / "results.json")
     oteseq.setup(0)
-    model, tok = oteseq.load_model("toy")
-    hp = methods.default_hparams("toy", "memit-seq").replace(**json.loads(FAST))
-    direct = run_sequential(model, tok, data.load("toy-counterfact", 6, seed=0),
+    model, tok = oteseq.load_model("toy-v1")
+    hp = methods.default_hparams(model, "memit-seq").replace(**json.loads(FAST))
+    direct = run_sequential(model, tok, data.load("toy-counterfact", 6, seed=0, model="toy-v1"),
                             method="memit-seq", batch_size=2, hparams=hp, progress=False,
                             data="toy-counterfact", split_repeated=True).to_dict()
     assert saved.config == direct["config"] and saved.metrics == direct["metrics"]

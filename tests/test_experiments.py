@@ -160,9 +160,10 @@ def _reproduce():
 
 @pytest.mark.parametrize("scale", ["ci", "paper"])
 def test_committed_table_matches_current_defaults(scale):
-    """When defaults change, rerun `python bench/reproduce.py --scale <scale>`."""
+    """toy-v1's stored tables: when its defaults change, rerun
+    `python bench/reproduce.py --model toy-v1 --scale <scale>`."""
     reproduce = _reproduce()
-    path = ROOT / "book" / "results" / scale / "table.json"
+    path = reproduce.results_dir("toy-v1", "counterfact", scale, 0) / "table.json"
     table = json.loads(path.read_text())
     want = reproduce.SCALES[scale]
     assert table["scale"] == {"n": want.n, "batch_size": want.batch_size, "seed": want.seed,
@@ -171,14 +172,32 @@ def test_committed_table_matches_current_defaults(scale):
     assert [r["method"] for r in rows] == [*reproduce.METHODS, reproduce.ONE_TIME_METHOD]
     for row in rows:
         cfg = row["config"]
-        assert cfg["hparams"] == methods.default_hparams("toy", row["method"]).to_dict(), \
-            f"{row['method']}: hparams changed; rerun bench/reproduce.py --scale {scale}"
+        assert cfg["hparams"] == methods.default_hparams("toy-v1", row["method"]).to_dict(), \
+            f"{row['method']}: hparams changed; rerun bench/reproduce.py --model toy-v1"
+        # written when "toy" named toy-v1
         assert (cfg["n"], cfg["seed"], cfg["model"]) == (want.n, want.seed, "toy")
         assert cfg["protocol"] == experiments.PROTOCOL
     sizes = [want.batch_size] * len(reproduce.METHODS) + [want.n]
     assert [r["batch_size"] for r in rows] == sizes
     for name in ("table.md", "curves.png", "methods.png"):
         assert (path.parent / name).is_file(), name
+
+
+@pytest.mark.parametrize("evaluate", ["counterfact", "zsre"])
+def test_stored_toy_v2_tables_match_current_defaults(evaluate):
+    """toy-v2's stored budget runs (read by the chapters): when its defaults change, rerun
+    `python bench/reproduce.py --scale budget --seed S` for S = 0, 1, 2 (and --evaluate zsre)."""
+    reproduce = _reproduce()
+    want = reproduce.SCALES_V2["budget"]
+    for seed in (0, 1, 2):
+        table = json.loads((reproduce.results_dir("toy", evaluate, "budget", seed)
+                            / "table.json").read_text())
+        assert table["scale"]["n"] == want.n and table["scale"]["seed"] == seed
+        for row in table["rows"]:
+            cfg = row["config"]
+            assert cfg["model"] == "toy-v2"
+            assert cfg["hparams"] == methods.default_hparams("toy-v2", row["method"]).to_dict(), \
+                f"{row['method']}: toy-v2 hparams changed; rerun bench/reproduce.py --scale budget"
 
 
 def test_conflict_outcome_compares_latest_with_replaced_target(setting):

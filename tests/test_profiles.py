@@ -46,11 +46,12 @@ def test_core_modules_do_not_import_the_toy_world():
 
 def test_toy_versions_register_their_own_data():
     v1, v2 = (profiles.find(name) for name in VERSIONS)
-    assert (v1.name, v2.name) == ("toy", "toy-v2")
-    assert profiles.find("toy") is v1 and profiles.find("gpt2-xl") is None
+    assert (v1.name, v2.name) == ("toy-v1", "toy")          # the default version is "toy"
+    assert profiles.find("toy") is v2 and profiles.find("gpt2-xl") is None
     assert dict(v2.hparams) == dict(VERSIONS["toy-v2"].hparams)  # the values, verbatim
-    assert stats.resolve_corpus("toy", 4, seed=1)[0] == "toy-preserve-seed1"
-    assert v2.corpora[0].key(1) == "toy-preserve-seed1-people5000"
+    # a corpus named without a model is the default model's
+    assert stats.resolve_corpus("toy", 4, seed=1)[0] == "toy-preserve-seed1-people5000"
+    assert v1.corpora[0].key(1) == "toy-preserve-seed1"
 
 
 def test_a_users_profile_supplies_everything(own_profile):

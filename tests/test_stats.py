@@ -151,7 +151,7 @@ def test_cache_root_from_environment(monkeypatch, tmp_path):
 
 def test_named_corpora(monkeypatch):
     corpus_id, n, load = stats.resolve_corpus("toy", 3, seed=2)
-    assert corpus_id == "toy-preserve-seed2" and n == 3
+    assert corpus_id == "toy-preserve-seed2-people5000" and n == 3   # the default toy's world
     assert load() == oteseq.toy.preservation_text(3, 2)
     with pytest.raises(ValueError, match="toy"):
         stats.resolve_corpus("c4", None)
@@ -193,7 +193,7 @@ def test_toy_corpus_end_to_end():
     model, tok = tiny_model("qwen2")
     result = stats.second_moments(model, tok, [1], corpus="toy", n_samples=6, cache=False,
                                   progress=False)
-    assert result.corpus == "toy-preserve-seed0" and result.n_samples == 6 and result.n_tokens > 6
+    assert result.corpus == "toy-preserve-seed0-people5000" and result.n_samples == 6 and result.n_tokens > 6
     assert result[1].shape == (64, 64)
 
 

@@ -1,4 +1,5 @@
-"""The shipped toy-world GPT-2: loading offline, what it knows, and its training recipe."""
+"""The first shipped toy-world GPT-2 (``toy-v1``): loading offline, what it knows, and the
+training recipe. ``toy-v2``, the default ``"toy"``, has its own tests (test_toy_v2.py)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import oteseq.toy as toy
 from oteseq.errors import OfflineError
 from oteseq.loading import toy_model_dir
 from oteseq.toy.report import BARS, recall_by_kind
+from oteseq.toy import versions
 from oteseq.toy.train import TrainConfig, train
 
 MARGIN = 0.05  # sample of 60 facts: allowed shortfall against the model-card bars
@@ -25,13 +27,13 @@ def toy_model():
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and CI machines are shared
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        model_and_tok = oteseq.load_model("toy")
-    yield model_and_tok
+        model, tok = oteseq.load_model("toy-v1")
+    yield model, tok, versions.toy_model("toy-v1").world()
     torch.set_num_threads(threads)
 
 
 def test_shipped_files_are_small_and_half_precision():
-    folder = toy_model_dir()
+    folder = toy_model_dir("toy-v1")
     files = [p for p in folder.iterdir() if p.is_file()]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in files}
     assert sum(p.stat().st_size for p in files) <= 10 * 2**20
@@ -45,7 +47,7 @@ def test_loads_offline_as_float32_gpt2_with_gpt2_padding(toy_model):
     from transformers import GPT2LMHeadModel
     from transformers.pytorch_utils import Conv1D
 
-    model, tok = toy_model
+    model, tok, w = toy_model
     assert isinstance(model, GPT2LMHeadModel) and not model.training
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert isinstance(model.transformer.h[0].mlp.c_proj, Conv1D)
@@ -55,8 +57,7 @@ def test_loads_offline_as_float32_gpt2_with_gpt2_padding(toy_model):
 
 
 def test_subjects_split_into_several_tokens_and_targets_take_a_leading_space(toy_model):
-    _, tok = toy_model
-    w = toy.world(0)
+    _, tok, w = toy_model
     lengths = [len(tok(" " + s)["input_ids"]) for s in w.subjects[:300]]
     assert min(lengths) >= 2
     objects = [o for r in w.relations.values() for o in r.objects]
@@ -65,8 +66,7 @@ def test_subjects_split_into_several_tokens_and_targets_take_a_leading_space(toy
 
 
 def test_predicts_a_fact(toy_model):
-    model, tok = toy_model
-    w = toy.world(0)
+    model, tok, w = toy_model
     subject, rid = sorted(w.facts)[0]
     ids = tok(w.relations[rid].canonical.format(subject), return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -76,20 +76,20 @@ def test_predicts_a_fact(toy_model):
 
 
 def test_recall_on_a_sample_of_facts_meets_the_bars(toy_model):
-    model, tok = toy_model
-    recall = recall_by_kind(model, tok, toy.world(0), n_facts=60)
+    model, tok, w = toy_model
+    recall = recall_by_kind(model, tok, w, n_facts=60)
     for kind, bar in BARS.items():
         assert recall[kind] >= bar - MARGIN, (kind, recall)
 
 
 def test_general_ability_skips_excluded_facts(toy_model):
-    model, tok = toy_model
+    model, tok, w = toy_model
     from oteseq.toy.ability import fact_sample
 
-    w = toy.world(0)
     first = fact_sample(w, 50)
     assert set(fact_sample(w, 50, exclude=first[:10])).isdisjoint(first[:10])
-    scores = toy.general_ability(model, tok, exclude=first[:10], n_facts=60, n_texts=20)
+    scores = toy.general_ability(model, tok, exclude=first[:10], n_facts=60, n_texts=20,
+                                 world=w, untouched="pair")
     assert set(scores) == {"recall", "recall_by_relation", "nll"}
     assert scores["recall"] >= BARS["canonical"] - 0.1
     assert set(scores["recall_by_relation"]) <= set(w.relations)

@@ -33,9 +33,9 @@ def v2():
 
 
 def test_version_names_resolve_to_their_folders():
-    assert toy_model("toy") is VERSIONS["toy-v1"]
-    assert toy_model_dir("toy") == toy_model_dir("toy-v1") != toy_model_dir("toy-v2")
-    assert toy_name("toy") == "toy-v1" and toy_name("toy-v2") == "toy-v2"
+    assert toy_model("toy") is VERSIONS["toy-v2"]       # "toy" is the default version, v2
+    assert toy_model_dir("toy") == toy_model_dir("toy-v2") != toy_model_dir("toy-v1")
+    assert toy_name("toy") == "toy-v2" and toy_name("toy-v1") == "toy-v1"
     assert toy_name("gpt2-xl") is None and find("some/local/folder") is None
     with pytest.raises(OptionError, match="toy-v2"):
         toy_model("toy-v9")
@@ -54,15 +54,18 @@ def test_v2_world_has_room_for_2000_edits_of_distinct_people():
 
 
 def test_distinct_people_are_refused_beyond_the_world():
+    v1 = toy_model("toy-v1").world()
     with pytest.raises(OptionError, match="people"):
-        toy.counterfact(1001, 0, distinct_subjects=True)
+        toy.counterfact(1001, 0, world=v1, distinct_subjects=True)
     with pytest.raises(OptionError, match="people"):
-        toy.zsre(1001, 0, distinct_subjects=True)
+        toy.zsre(5001, 0, distinct_subjects=True)
 
 
 def test_distinct_people_records_are_deterministic_and_leave_old_records_alone():
     assert toy.zsre(30, 4, distinct_subjects=True) == toy.zsre(30, 4, distinct_subjects=True)
-    assert toy.counterfact(30, 4) != toy.counterfact(30, 4, distinct_subjects=True)
+    # the default follows the default model: one fact per person on toy-v2
+    assert toy.counterfact(30, 4) == toy.counterfact(30, 4, distinct_subjects=True)
+    assert toy.counterfact(30, 4) != toy.counterfact(30, 4, distinct_subjects=False)
     fresh = [r for r in toy.conflicts(80, 2, distinct_subjects=True) if "conflicts_with" not in r]
     people = [r["requested_rewrite"]["subject"] for r in fresh]
     assert len(people) == len(set(people))

@@ -9,6 +9,7 @@ import pytest
 import oteseq.toy as toy
 from oteseq.requests import Request
 from oteseq.toy._world import world as cached_world
+from oteseq.toy.versions import default_world
 
 FRESH_WORLD = cached_world.__wrapped__  # bypasses the cache: a really new computation
 
@@ -65,7 +66,7 @@ def test_counterfact_records_have_the_real_schema():
 
 
 def test_counterfact_records_are_consistent_with_the_world():
-    w = toy.world(0)
+    w = default_world()   # the default toy model's world, what records are drawn from
     records = toy.counterfact(40, seed=3)
     assert len({(r["requested_rewrite"]["subject"], r["requested_rewrite"]["relation_id"])
                 for r in records}) == 40
@@ -91,7 +92,7 @@ def test_counterfact_records_are_consistent_with_the_world():
 
 def test_zsre_records_have_the_real_schema_and_load_as_requests():
     reference = _fixture("zsre_sample.json")[0]
-    w = toy.world(0)
+    w = default_world()
     for record in toy.zsre(30, seed=0):
         _assert_same_schema(record, reference, extra=("relation",))
         assert record["subject"] in record["src"] and record["subject"] in record["rephrase"]
@@ -154,7 +155,7 @@ def test_preservation_text_mixes_facts_and_general_text():
 
     texts = oteseq.toy.preservation_text(40, seed=3)
     assert len(texts) == 40 and texts == oteseq.toy.preservation_text(40, seed=3)
-    w = oteseq.toy.world(0)
+    w = default_world()
     objects = {o for rel in w.relations.values() for o in rel.objects}
     with_fact = [t for t in texts if any(t.endswith(f" {o}.") for o in objects)
                  and any(s in t for s in w.subjects)]

@@ -16,7 +16,8 @@ from ..batching import pad_token_id, right_padded
 from ..scoring import score_continuations
 from ..models import input_device
 from .corpus import general_text
-from ._world import World, world as make_world
+from ._world import World
+from .versions import default_world, toy_model
 from .._types import Model, Tokenizer
 
 
@@ -67,15 +68,17 @@ def fact_sample(w: World, n_facts: int, *, exclude: Collection[Hashable] = (),
 def general_ability(model: Model, tok: Tokenizer, *, exclude: Collection[Hashable] = (),
                     n_facts: int = 600,
                     n_texts: int = 200, batch_size: int = 128, world: World | None = None,
-                    untouched: str = "pair") -> dict:
+                    untouched: str | None = None) -> dict:
     """Recall of untouched facts (canonical prompt) and NLL of held-out general text.
 
     ``exclude`` holds (subject, relation_id) ids of edited facts (``Request.id``); the sample is
     drawn from the rest with a fixed seed, so runs are comparable; ``untouched="subject"`` draws
-    only facts of people no edit touches. Returns
+    only facts of people no edit touches. ``world`` and ``untouched`` default to the default toy
+    model's (``load_model("toy")``). Returns
     ``{"recall": float, "recall_by_relation": {relation_id: float}, "nll": float}``.
     """
-    w = world if world is not None else make_world(0)
+    w = world if world is not None else default_world()
+    untouched = toy_model().untouched if untouched is None else untouched
     keys = fact_sample(w, n_facts, exclude=exclude, untouched=untouched)
     prompts = [w.relations[r].canonical.format(s) for s, r in keys]
     hits = object_hits(model, tok, prompts, [w.facts[k] for k in keys], batch_size=batch_size)

@@ -86,9 +86,9 @@ def preservation_text(n: int, seed: int = 0, *, world: World | None = None,
     model), so an edit with it overwrites other facts freely; with the facts in the sample,
     recall of untouched facts after 30 ``memit-seq`` edits was 0.98 instead of 0.57.
     """
-    from ._world import world as make_world
+    from .versions import default_world
 
-    world = world if world is not None else make_world(0)
+    world = world if world is not None else default_world()
     n_facts = int(round(n * fact_fraction))
     rng = random.Random(f"oteseq-toy-preservation-{seed}")
     examples = list(fact_examples(world))

@@ -21,17 +21,15 @@ def _suite(model: Model, tok: Tokenizer, **options) -> dict:
 
 
 def _corpus(version: ToyModel) -> profiles.Corpus:
-    """The toy world's preservation text, stated over the world this version knows (the
-    default version's world is ``world(0)``, and its cache key says nothing more)."""
-    def world():
-        return None if version.name == DEFAULT else version.world()
-
+    """The toy world's preservation text, stated over the world this version knows; the cache
+    key names the world's size (toy-v1's 1,000-person world keeps the plain key)."""
     def key(seed: int) -> str:
-        w = world()
-        return f"toy-preserve-seed{seed}" + ("" if w is None else f"-people{len(w.subjects)}")
+        people = len(version.world().subjects)
+        return f"toy-preserve-seed{seed}" + ("" if people == 1000 else f"-people{people}")
 
     return profiles.Corpus(name="toy", default_n=CORPUS_SIZE, key=key,
-                           texts=lambda n, seed: preservation_text(n, seed, world=world()))
+                           texts=lambda n, seed: preservation_text(n, seed,
+                                                                   world=version.world()))
 
 
 def _profile(version: ToyModel) -> profiles.Profile:
@@ -49,6 +47,8 @@ def _profile(version: ToyModel) -> profiles.Profile:
         general_ability=ability, general_name="toy", suites={"toy": _suite})
 
 
-PROFILES = tuple(profiles.register(_profile(v)) for v in VERSIONS.values())
+# the default version first: a corpus or suite named without a model is the default model's
+PROFILES = tuple(profiles.register(_profile(v)) for v in
+                 sorted(VERSIONS.values(), key=lambda v: v.name != DEFAULT))
 
 __all__ = ["CORPUS_SIZE", "PROFILES"]

@@ -11,9 +11,16 @@ from typing import Any
 
 from ..errors import OptionError
 from .corpus import general_text, nq_question
-from ._world import World, world as make_world
+from ._world import World
+from .versions import default_world, toy_model
 
 N_NEIGHBOURS = 10
+
+
+def _resolved(world: World | None, distinct_subjects: bool | None) -> tuple[World, bool]:
+    """The world and the one-fact-per-person choice, the default toy model's where not given."""
+    w = world if world is not None else default_world()
+    return w, toy_model().distinct_subjects if distinct_subjects is None else distinct_subjects
 
 
 def _pairs(w: World, n: int, rng: random.Random,
@@ -83,14 +90,16 @@ def _fillers(seed: int) -> list[str]:
 
 
 def counterfact(n: int, seed: int = 0, *, world: World | None = None,
-                distinct_subjects: bool = False) -> list[dict[str, Any]]:
+                distinct_subjects: bool | None = None) -> list[dict[str, Any]]:
     """``n`` toy-world records in the (multi-)CounterFact schema, distinct (subject, relation)
     (``distinct_subjects``: distinct people).
 
     ``target_new`` is another object of the same relation, drawn at random; ``seed`` fixes the
-    choice of facts, targets and prompts (the world is ``world`` or ``oteseq.toy.world(0)``).
+    choice of facts, targets and prompts. ``world`` and ``distinct_subjects`` default to those
+    of the default toy model (``load_model("toy")``, :mod:`oteseq.toy.versions`); pass
+    ``world=toy_model("toy-v1").world()`` for records the older model knows.
     """
-    w = world if world is not None else make_world(0)
+    w, distinct_subjects = _resolved(world, distinct_subjects)
     rng = random.Random(f"oteseq-toy-counterfact-{seed}")
     fillers = _fillers(seed)
     return [counterfact_record(w, i, s, rid, _new_object(w, rid, {w.facts[(s, rid)]}, rng), rng,
@@ -99,7 +108,7 @@ def counterfact(n: int, seed: int = 0, *, world: World | None = None,
 
 
 def zsre(n: int, seed: int = 0, *, world: World | None = None,
-         distinct_subjects: bool = False) -> list[dict[str, Any]]:
+         distinct_subjects: bool | None = None) -> list[dict[str, Any]]:
     """``n`` toy-world records in the zsRE (MEND eval) schema (``distinct_subjects``: one
     record per person).
 
@@ -109,7 +118,7 @@ def zsre(n: int, seed: int = 0, *, world: World | None = None,
     An extra key ``relation`` (the relation id) makes ``Request.from_zsre`` give the request the
     id (subject, relation_id), as for CounterFact records.
     """
-    w = world if world is not None else make_world(0)
+    w, distinct_subjects = _resolved(world, distinct_subjects)
     rng = random.Random(f"oteseq-toy-zsre-{seed}")
     keys = sorted(w.facts)
     records = []
@@ -127,7 +136,7 @@ def zsre(n: int, seed: int = 0, *, world: World | None = None,
 
 
 def conflicts(n: int, seed: int = 0, *, rate: float = 0.25, world: World | None = None,
-              distinct_subjects: bool = False) -> list[dict[str, Any]]:
+              distinct_subjects: bool | None = None) -> list[dict[str, Any]]:
     """``n`` CounterFact-schema records in edit order, about a ``rate`` share of them conflicts.
 
     A conflicting record edits a (subject, relation_id) that an earlier record already edited,
@@ -135,9 +144,9 @@ def conflicts(n: int, seed: int = 0, *, rate: float = 0.25, world: World | None 
     one extra key, ``"conflicts_with"``: the ``case_id`` of the latest earlier record for the
     same (subject, relation_id), whose edit it should replace (latest wins). ``target_true``
     stays the world's true object. Ordinary records have no extra key. ``distinct_subjects``:
-    the ordinary records are about different people.
+    the ordinary records are about different people (defaults as in :func:`counterfact`).
     """
-    w = world if world is not None else make_world(0)
+    w, distinct_subjects = _resolved(world, distinct_subjects)
     rng = random.Random(f"oteseq-toy-conflicts-{seed}")
     fresh = iter(_pairs(w, n, rng, distinct_subjects))
     fillers = _fillers(seed)

@@ -84,7 +84,7 @@ _V2 = ToyModel(
     alphaedit_ridge=10.0, distinct_subjects=True, untouched="subject")
 
 VERSIONS: Mapping[str, ToyModel] = MappingProxyType({m.name: m for m in (_V1, _V2)})
-DEFAULT = "toy-v1"   # what load_model("toy") gives
+DEFAULT = "toy-v2"   # what load_model("toy") gives
 NAMES = ("toy", *VERSIONS)
 
 
@@ -96,6 +96,12 @@ def toy_model(name: str = "toy") -> ToyModel:
     if key not in VERSIONS:
         raise OptionError(f"no packaged toy model {name!r}; use one of {list(NAMES)}")
     return VERSIONS[key]
+
+
+def default_world() -> World:
+    """The world of the default toy model, ``load_model("toy")``: what the toy data helpers
+    (records, general ability, preservation text) use unless given another."""
+    return toy_model().world()
 
 
 def find(model_or_name) -> ToyModel | None:
