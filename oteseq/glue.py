@@ -114,6 +114,37 @@ def results_numbers(table: Mapping) -> dict[str, dict]:
     return rows
 
 
+def summary_numbers(summary: Mapping) -> dict[str, dict]:
+    """``{label: {metric: mean, metric-std: std}}`` of a ``bench/reproduce.py --aggregate``
+    summary (mean ± std over seeds), in the units of :func:`results_numbers`: rates in per
+    cent, ``nll`` in nats, ``distance`` the largest per-layer distance to the one-time weights.
+    """
+    names = {"general.recall": "recall", "general.nll": "nll", "se_vs_ote": "distance"}
+    rows = {"unedited": {**summary["pre"], **summary["pre_general"]}}
+    rows.update(summary["methods"])
+    numbers = {}
+    for label, stats in rows.items():
+        numbers[label] = {}
+        for key, stat in stats.items():
+            name = names.get(key, key)
+            scale = 100 if name in RATES else 1
+            numbers[label][name] = scale * stat["mean"]
+            numbers[label][f"{name}-std"] = scale * stat["std"]
+    return numbers
+
+
+def glue_summary(prefix: str, summary: Mapping) -> dict[str, dict]:
+    """Glue every mean and std of a seeds summary as ``prefix.label.metric`` and
+    ``prefix.label.metric-std``, and its protocol as ``prefix.protocol.*``; returns them."""
+    numbers = summary_numbers(summary)
+    glue_all(prefix, numbers)
+    scale = summary["scale"]
+    glue_all(f"{prefix}.protocol", {"n": scale["n"], "batch-size": scale["batch_size"],
+                                    "batches": scale["n"] // scale["batch_size"],
+                                    "seeds": len(summary["seeds"])})
+    return numbers
+
+
 def glue_results(prefix: str, table: Mapping) -> dict[str, dict]:
     """Glue every number of a results table as ``prefix.label.metric`` (``ci.memit.efficacy``),
     its protocol as ``prefix.protocol.*`` and the ranges the prose quotes; returns the numbers."""

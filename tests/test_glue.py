@@ -114,3 +114,20 @@ def test_glue_results_quotes_ranges_over_the_sequential_editors(shown):
     assert stored["ci.distance-min"] == 0.9 and stored["ci.distance-max"] == 1.1   # no one-time
     assert math.isclose(stored["ci.edit-seconds-max"], 7.5)
     assert stored["ci.memit-seq-one-time.efficacy"] == 25.0
+
+
+def test_summary_numbers_read_a_stored_seeds_summary_in_printed_units(shown):
+    import json
+    from importlib import resources
+
+    path = resources.files("oteseq.toy") / "results" / "v2" / "counterfact-budget"
+    summary = json.loads((path / "summary.json").read_text())
+    numbers = glue.glue_summary("toy", summary)
+    seq = summary["methods"]["memit-seq"]
+    assert numbers["memit-seq"]["efficacy"] == pytest.approx(100 * seq["efficacy"]["mean"])
+    assert numbers["memit-seq"]["recall-std"] == pytest.approx(100 * seq["general.recall"]["std"])
+    assert numbers["memit-seq"]["nll"] == pytest.approx(seq["general.nll"]["mean"])  # nats
+    assert numbers["memit-seq"]["distance"] == pytest.approx(seq["se_vs_ote"]["mean"])
+    assert numbers["unedited"]["recall"] == pytest.approx(100.0)
+    names = {metadata["scrapbook"]["name"] for _, _, metadata in shown}
+    assert {"toy.memit-seq-one-time.efficacy", "toy.protocol.batches", "toy.rect.nll-std"} <= names
