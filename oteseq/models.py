@@ -192,6 +192,12 @@ def _is_conv1d(module: nn.Module) -> bool:
     return isinstance(module, Conv1D)
 
 
+def linear_maps(module: nn.Module) -> list[nn.Module]:
+    """The ``nn.Linear`` and GPT-2 ``Conv1D`` modules inside ``module`` (itself included): maps
+    that act on each token's vector separately."""
+    return [m for m in module.modules() if isinstance(m, nn.Linear) or _is_conv1d(m)]
+
+
 def weight_shape(module: nn.Module) -> tuple[int, int]:
     """``(d_out, d_in)`` of a Linear or Conv1D, from its declared features (not its tensor)."""
     if _is_conv1d(module):

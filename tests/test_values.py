@@ -193,3 +193,19 @@ def test_an_unknown_replay_is_an_option_error():
     with pytest.raises(OptionError, match="unknown replay 'fast'"):
         values.compute_values(model, tok, REQUESTS[:1], 1, hp(2), templates=TEMPLATES,
                               replays=("fast",))
+
+
+def test_loss_log_probs_equal_log_softmax_and_gather_with_their_gradient():
+    torch.manual_seed(0)
+    logits = (torch.randn(7, 50, dtype=torch.float64) * 3).requires_grad_(True)
+    labels = torch.tensor([3, 0, 49, 3, 17])
+    weights = torch.randn(5, dtype=torch.float64), torch.randn(2, 50, dtype=torch.float64)
+    tok, kl = values.prompts.loss_log_probs(logits, labels)
+    grad = torch.autograd.grad((tok * weights[0]).sum() + (kl * weights[1]).sum(), logits)[0]
+    logp = torch.log_softmax(logits, dim=-1)
+    tok_ref, kl_ref = logp[:5].gather(1, labels[:, None])[:, 0], logp[5:]
+    grad_ref = torch.autograd.grad((tok_ref * weights[0]).sum() + (kl_ref * weights[1]).sum(),
+                                   logits)[0]
+    torch.testing.assert_close(tok, tok_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kl, kl_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)

@@ -85,10 +85,9 @@ class _Chunk:
         normed = models.final_norm(model)(self.replay(rows, owner, delta, pos_r, pos_c))
         if check:
             replay.check(normed, self.capture.normed[rows][pos_r, pos_c])
-        logp = torch.log_softmax(models.lm_head(model)(normed).float(), dim=-1)
-        tok_logp = logp[: len(tgt_r)].gather(1, labels[tgt_r, tgt_c][:, None])[:, 0]
+        logits = models.lm_head(model)(normed).float()
+        tok_logp, kl_logp = prompts.loss_log_probs(logits, labels[tgt_r, tgt_c])
         counts = torch.bincount(tgt_r, minlength=len(rows))[~is_kl].tolist()
-        kl_logp = logp[len(tgt_r):]
         kl_ref = kl_logp.detach() if kl_init is None else kl_init
         loss = request_losses(list(tok_logp.split(counts)), kl_logp, kl_ref, delta, z_init, hp, m)
         return loss, kl_logp.detach()

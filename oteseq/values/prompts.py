@@ -61,6 +61,38 @@ def build_prompts(tok: Tokenizer, requests: Sequence[Request], templates: Sequen
         per_request=len(templates) + 1)
 
 
+def loss_log_probs(logits: torch.Tensor,
+                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities the loss reads from ``logits`` (N, V): the first ``len(labels)`` rows
+    score their label, (len(labels),); the other rows (KL prompts) give full rows, (N − n, V).
+
+    One ``split`` (its backward concatenates; slicing would fill two (N, V) zero tensors) and
+    :class:`_TokenLogProb` for the labels.
+    """
+    scored, kl = logits.split([len(labels), logits.shape[0] - len(labels)])
+    return _TokenLogProb.apply(scored, labels), torch.log_softmax(kl, dim=-1)
+
+
+class _TokenLogProb(torch.autograd.Function):
+    """log softmax(x_i)[y_i] for each row i of x (n, V), labels y (n,) → (n,).
+
+    Gradient: g_i · (onehot(y_i) − softmax(x_i)), built in place in one (n, V) tensor from the
+    saved log-probabilities (autograd's gather and log-softmax backward allocate two).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=-1)
+        ctx.save_for_backward(logp, labels)
+        return logp.gather(1, labels[:, None])[:, 0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logp, labels = ctx.saved_tensors
+        grad_logits = logp.exp().mul_(-grad[:, None])
+        return grad_logits.scatter_add_(1, labels[:, None], grad[:, None]), None
+
+
 def request_losses(logp_rows: list[torch.Tensor], kl_logp: torch.Tensor,
                    kl_init: torch.Tensor, delta: torch.Tensor, z_init: torch.Tensor,
                    hp, m: int) -> torch.Tensor:

@@ -170,7 +170,7 @@ def _named_arguments(module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, d
     return named.pop(next(iter(bound.signature.parameters))), named
 
 
-def _select(obj, rows: torch.Tensor, batch: int):
+def _select(obj, rows: torch.Tensor | slice, batch: int):
     """Rows of every batch-major tensor (ndim ≥ 2, size(0) == batch) inside args/kwargs."""
     if isinstance(obj, torch.Tensor):
         return obj[rows] if obj.ndim >= 2 and obj.shape[0] == batch and batch > 1 else obj

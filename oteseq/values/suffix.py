@@ -8,7 +8,7 @@ in the chunk). Every upper block attends over
 
 where prefix slot p holds the captured key/value of position p (allowed iff p < lookup_r; the
 others are zeroed, never NaN) and suffix slot s′ is allowed for query s iff s′ ≤ s. Suffix
-slots past a row's last loss position are padding (zero input, and their MLPs are skipped):
+slots past a row's last loss position are padding (zero input; their MLPs and linear maps skipped):
 causality keeps needed queries from seeing them, and every query sees at least itself, so no
 attention row is empty. Position ids and rotary embeddings of
 the suffix are gathered from the captured ones at ``lookup_r + s``; the mask is built in the
@@ -70,44 +70,75 @@ class SuffixReplay:
 
     def __call__(self, rows, owner, delta, pos_r, pos_c) -> torch.Tensor:
         """Hidden states (before the final norm) at the loss positions, (len(pos_r), d)."""
+        rows = _as_slice(rows)  # consecutive rows (the usual case): views, not copies
         h = self.h[rows]
         h = torch.cat([h[:, :1] + delta[owner].to(h.dtype)[:, None], h[:, 1:]], dim=1)
         cache = _PrefixCache({i: (k[rows], v[rows]) for i, (k, v) in self.prefix.items()})
         batch, model = self.h.shape[0], self.capture.model
-        with _packed_mlps(model, self.capture.upper, self.needed[rows]):
+        with _packed_maps(model, self.capture.upper, self.needed[rows]):
             h = _run_blocks(model, self.capture.upper, h, lambda j: {
                 **_select(self.calls[j], rows, batch), self.capture.cache_slot[j]: cache})
         return h[pos_r, pos_c - self.lookup[rows][pos_r]]
 
 
-@contextmanager
-def _packed_mlps(model: Model, blocks: list[int], needed: torch.Tensor) -> Iterator[None]:
-    """The MLPs of ``blocks`` run on the needed suffix tokens only; the others get 0.
+def _as_slice(rows: torch.Tensor) -> torch.Tensor | slice:
+    """``rows`` as a slice when they are consecutive and ascending, else unchanged."""
+    if len(rows) == 0:
+        return rows
+    first = int(rows[0])
+    span = torch.arange(first, first + len(rows), device=rows.device)
+    return slice(first, first + len(rows)) if bool((rows == span).all()) else rows
 
-    The MLP is most of a block's cost and acts per token; a token past its row's last loss
-    position reaches no loss (causality), so its MLP output is never used.
+
+@contextmanager
+def _packed_maps(model: Model, blocks: list[int], needed: torch.Tensor) -> Iterator[None]:
+    """The per-token maps of ``blocks`` — each MLP and each linear map outside it (the
+    attention's query/key/value and output projections) — run on the needed suffix tokens
+    only; the other tokens get 0.
+
+    These maps are almost all of a block's cost. A token past its row's last loss position
+    reaches no loss (causality): no needed query sees its key or value, and its MLP output
+    is never read. A map called with other than (rows, suffix, d) inputs runs unpacked.
     """
-    where = needed.nonzero(as_tuple=True)
+    flat = needed.reshape(-1).nonzero()[:, 0]
+    packed: set[int] = set()
 
     def pack(module, args):
-        if not (args and isinstance(args[0], torch.Tensor) and args[0].shape[:2] == needed.shape):
-            raise Unsupported("an MLP is called without the (rows, suffix, d) hidden states")
-        return (args[0][where], *args[1:])
+        x = args[0] if args else None
+        if not (isinstance(x, torch.Tensor) and x.shape[:2] == needed.shape):
+            return None
+        packed.add(id(module))
+        return (x.reshape(-1, x.shape[-1]).index_select(0, flat), *args[1:])
 
     def unpack(module, args, out):
+        if id(module) not in packed:
+            return None
+        packed.discard(id(module))
         if not isinstance(out, torch.Tensor):
-            raise Unsupported(f"an MLP returns {type(out).__name__}, not a tensor")
-        return out.new_zeros(*needed.shape, out.shape[-1]).index_put(where, out)
+            raise Unsupported(f"{type(module).__name__} returns {type(out).__name__}, not a tensor")
+        full = out.new_zeros(needed.numel(), out.shape[-1]).index_copy(0, flat, out)
+        return full.view(*needed.shape, out.shape[-1])
 
     handles = []
     try:
-        for j in blocks:
-            handles.append(models.mlp(model, j).register_forward_pre_hook(pack))
-            handles.append(models.mlp(model, j).register_forward_hook(unpack))
+        for module in _token_maps(model, blocks):
+            handles.append(module.register_forward_pre_hook(pack))
+            handles.append(module.register_forward_hook(unpack))
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _token_maps(model: Model, blocks: list[int]) -> list[torch.nn.Module]:
+    """Each block's MLP and the linear maps of the block outside its MLP."""
+    out = []
+    for j in blocks:
+        mlp = models.mlp(model, j)
+        inside = {id(m) for m in mlp.modules()}
+        out += [mlp, *(m for m in models.linear_maps(models.block(model, j))
+                       if id(m) not in inside)]
+    return out
 
 
 def _check_model(model: Model, width: int) -> None:

@@ -1,0 +1,54 @@
+"""The suffix replay runs each upper block's per-token maps (MLP, attention projections) on the
+needed suffix tokens only: the hidden states at those tokens and δ's gradient equal those of
+the same replay with nothing packed, and the attention projections are packed indeed."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import ARCHS, tiny_model
+
+from oteseq import models, values
+from oteseq.values import optimise, suffix
+from oteseq.requests import Request
+
+TEMPLATES = ["{}", "I think you will like it. {}"]
+REQUESTS = [Request("The capital of {}", "France", "was"),
+            Request("I think {}", "Toko Yasuda", "French the capital"),
+            Request("{} is a company. Microsoft", "Apple", "the")]
+
+
+def replayed(chunk, delta, weights):
+    """The replay's hidden states at every needed token, and d(Σ weights·h)/dδ."""
+    rep, n = chunk.replay, chunk.count
+    rows = torch.arange(n * chunk.m)
+    owner = torch.arange(n).repeat_interleave(chunk.m)
+    pos_r, step = rep.needed.nonzero(as_tuple=True)
+    delta = delta.clone().requires_grad_(True)
+    h = rep(rows, owner, delta, pos_r, step + rep.lookup[pos_r])
+    return h.detach(), torch.autograd.grad((h * weights[: len(h)]).sum(), delta)[0]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_packed_maps_equal_the_unpacked_replay(arch, monkeypatch):
+    model, tok = tiny_model(arch)
+    p = values.build_prompts(tok, REQUESTS, TEMPLATES)
+    with optimise.frozen_parameters(model):
+        chunk = optimise._Chunk(model, 0, p, 0, len(REQUESTS))
+        chunk.use("suffix")
+        assert not chunk.replay.needed.all()  # some suffix slots are padding
+        torch.manual_seed(0)
+        d = models.weight_shape(models.edited_module(model, 0))[0]
+        delta, weights = torch.randn(len(REQUESTS), d), torch.randn(1000, d)
+        packed_inputs = []
+        attention = [m for m in models.linear_maps(models.block(model, 1))
+                     if m not in set(models.mlp(model, 1).modules())]
+        handles = [m.register_forward_hook(lambda mod, args, out: packed_inputs.append(
+            args[0].ndim)) for m in attention]  # a forward hook sees the packed arguments
+        h, grad = replayed(chunk, delta, weights)
+        for handle in handles:
+            handle.remove()
+        assert attention and packed_inputs and set(packed_inputs) == {2}  # (tokens, d): packed
+        monkeypatch.setattr(suffix, "_token_maps", lambda model, blocks: [])
+        h_ref, grad_ref = replayed(chunk, delta, weights)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5)
