@@ -14,6 +14,7 @@ cannot be silently transposed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -196,6 +197,20 @@ def linear_maps(module: nn.Module) -> list[nn.Module]:
     """The ``nn.Linear`` and GPT-2 ``Conv1D`` modules inside ``module`` (itself included): maps
     that act on each token's vector separately."""
     return [m for m in module.modules() if isinstance(m, nn.Linear) or _is_conv1d(m)]
+
+
+def fused_equivalent(module: nn.Module):
+    """A one-kernel function computing what ``module`` computes, up to rounding; else None.
+
+    GPT-2's and GPT-J's ``NewGELUActivation`` writes the tanh-approximate GELU as seven tensor
+    operations (and as many in its backward); torch's ``gelu(approximate="tanh")`` is the same
+    formula in one pass (transformers' ``GELUTanh``: equivalent, not bit-identical).
+    """
+    from transformers.activations import NewGELUActivation
+
+    if type(module) is NewGELUActivation:
+        return functools.partial(nn.functional.gelu, approximate="tanh")
+    return None
 
 
 def weight_shape(module: nn.Module) -> tuple[int, int]:

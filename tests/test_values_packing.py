@@ -1,6 +1,7 @@
 """The suffix replay runs each upper block's per-token maps (MLP, attention projections) on the
-needed suffix tokens only: the hidden states at those tokens and δ's gradient equal those of
-the same replay with nothing packed, and the attention projections are packed indeed."""
+needed suffix tokens only, and GPT-2's GELU as torch's fused kernel: the hidden states at those
+tokens and δ's gradient equal those of the same replay with neither, the attention projections
+are packed indeed, and the activations are restored afterwards."""
 from __future__ import annotations
 
 import pytest
@@ -49,6 +50,32 @@ def test_packed_maps_equal_the_unpacked_replay(arch, monkeypatch):
             handle.remove()
         assert attention and packed_inputs and set(packed_inputs) == {2}  # (tokens, d): packed
         monkeypatch.setattr(suffix, "_token_maps", lambda model, blocks: [])
+        h_ref, grad_ref = replayed(chunk, delta, weights)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gptj"])  # the archs whose MLP uses NewGELUActivation
+def test_fused_activations_equal_the_model_s_and_are_restored(arch, monkeypatch):
+    model, tok = tiny_model(arch)
+    acts = [m for m in models.mlp(model, 1).modules() if models.fused_equivalent(m)]
+    assert acts
+    x = torch.randn(50, 64) * 3
+    torch.testing.assert_close(models.fused_equivalent(acts[0])(x), acts[0](x),
+                               rtol=1e-6, atol=1e-6)
+    p = values.build_prompts(tok, REQUESTS, TEMPLATES)
+    with optimise.frozen_parameters(model):
+        chunk = optimise._Chunk(model, 0, p, 0, len(REQUESTS))
+        chunk.use("suffix")
+        torch.manual_seed(0)
+        d = models.weight_shape(models.edited_module(model, 0))[0]
+        delta, weights = torch.randn(len(REQUESTS), d), torch.randn(1000, d)
+        calls = []
+        monkeypatch.setattr(torch.nn.functional, "gelu", lambda *a, _f=torch.nn.functional.gelu,
+                            **k: calls.append(1) or _f(*a, **k))
+        h, grad = replayed(chunk, delta, weights)
+        assert calls and not any("forward" in vars(m) for m in model.modules())
+        monkeypatch.setattr(models, "fused_equivalent", lambda module: None)
         h_ref, grad_ref = replayed(chunk, delta, weights)
     torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5)

@@ -75,8 +75,9 @@ class SuffixReplay:
         h = torch.cat([h[:, :1] + delta[owner].to(h.dtype)[:, None], h[:, 1:]], dim=1)
         cache = _PrefixCache({i: (k[rows], v[rows]) for i, (k, v) in self.prefix.items()})
         batch, model = self.h.shape[0], self.capture.model
-        with _packed_maps(model, self.capture.upper, self.needed[rows]):
-            h = _run_blocks(model, self.capture.upper, h, lambda j: {
+        upper = self.capture.upper
+        with _packed_maps(model, upper, self.needed[rows]), _fused_activations(model, upper):
+            h = _run_blocks(model, upper, h, lambda j: {
                 **_select(self.calls[j], rows, batch), self.capture.cache_slot[j]: cache})
         return h[pos_r, pos_c - self.lookup[rows][pos_r]]
 
@@ -128,6 +129,24 @@ def _packed_maps(model: Model, blocks: list[int], needed: torch.Tensor) -> Itera
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def _fused_activations(model: Model, blocks: list[int]) -> Iterator[None]:
+    """Each MLP activation of ``blocks`` that has a fused equivalent
+    (:func:`oteseq.models.fused_equivalent`) runs it instead; restored in ``finally``."""
+    swapped = []
+    try:
+        for j in blocks:
+            for module in models.mlp(model, j).modules():
+                fused = models.fused_equivalent(module)
+                if fused is not None and "forward" not in vars(module):
+                    module.forward = fused
+                    swapped.append(module)
+        yield
+    finally:
+        for module in swapped:
+            del module.forward
 
 
 def _token_maps(model: Model, blocks: list[int]) -> list[torch.nn.Module]:
