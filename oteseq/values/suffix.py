@@ -8,11 +8,12 @@ in the chunk). Every upper block attends over
 
 where prefix slot p holds the captured key/value of position p (allowed iff p < lookup_r; the
 others are zeroed, never NaN) and suffix slot s′ is allowed for query s iff s′ ≤ s. Suffix
-slots past a row's last loss position are padding (zero input; their MLPs and linear maps skipped):
-causality keeps needed queries from seeing them, and every query sees at least itself, so no
-attention row is empty. Position ids and rotary embeddings of
-the suffix are gathered from the captured ones at ``lookup_r + s``; the mask is built in the
-form the attention implementation expects (bool for sdpa, additive float for eager).
+slots past a row's last loss position are padding (zero input; their MLPs and linear maps
+skipped, and the last block's MLP runs on the loss positions only): causality keeps needed
+queries from seeing them, and every query sees at least itself, so no attention row is empty.
+Position ids and rotary embeddings of the suffix are gathered from the captured ones at
+``lookup_r + s``; the mask is built in the form the attention implementation expects (bool for
+sdpa, additive float for eager).
 """
 from __future__ import annotations
 
@@ -74,12 +75,14 @@ class SuffixReplay:
         h = self.h[rows]
         h = torch.cat([h[:, :1] + delta[owner].to(h.dtype)[:, None], h[:, 1:]], dim=1)
         cache = _PrefixCache({i: (k[rows], v[rows]) for i, (k, v) in self.prefix.items()})
-        batch, model = self.h.shape[0], self.capture.model
-        upper = self.capture.upper
-        with _packed_maps(model, upper, self.needed[rows]), _fused_activations(model, upper):
+        batch, model, upper = self.h.shape[0], self.capture.model, self.capture.upper
+        needed, where = self.needed[rows], (pos_r, pos_c - self.lookup[rows][pos_r])
+        read = torch.zeros_like(needed).index_put(where, torch.ones_like(pos_r, dtype=torch.bool))
+        maps = _token_maps(model, upper, needed, read)
+        with _packed_maps(maps), _fused_activations(model, upper):
             h = _run_blocks(model, upper, h, lambda j: {
                 **_select(self.calls[j], rows, batch), self.capture.cache_slot[j]: cache})
-        return h[pos_r, pos_c - self.lookup[rows][pos_r]]
+        return h[where]
 
 
 def _as_slice(rows: torch.Tensor) -> torch.Tensor | slice:
@@ -92,43 +95,63 @@ def _as_slice(rows: torch.Tensor) -> torch.Tensor | slice:
 
 
 @contextmanager
-def _packed_maps(model: Model, blocks: list[int], needed: torch.Tensor) -> Iterator[None]:
-    """The per-token maps of ``blocks`` — each MLP and each linear map outside it (the
-    attention's query/key/value and output projections) — run on the needed suffix tokens
-    only; the other tokens get 0.
-
-    These maps are almost all of a block's cost. A token past its row's last loss position
-    reaches no loss (causality): no needed query sees its key or value, and its MLP output
-    is never read. A map called with other than (rows, suffix, d) inputs runs unpacked.
-    """
-    flat = needed.reshape(-1).nonzero()[:, 0]
-    packed: set[int] = set()
-
-    def pack(module, args):
-        x = args[0] if args else None
-        if not (isinstance(x, torch.Tensor) and x.shape[:2] == needed.shape):
-            return None
-        packed.add(id(module))
-        return (x.reshape(-1, x.shape[-1]).index_select(0, flat), *args[1:])
-
-    def unpack(module, args, out):
-        if id(module) not in packed:
-            return None
-        packed.discard(id(module))
-        if not isinstance(out, torch.Tensor):
-            raise Unsupported(f"{type(module).__name__} returns {type(out).__name__}, not a tensor")
-        full = out.new_zeros(needed.numel(), out.shape[-1]).index_copy(0, flat, out)
-        return full.view(*needed.shape, out.shape[-1])
-
+def _packed_maps(maps: list[tuple[torch.nn.Module, torch.Tensor]]) -> Iterator[None]:
+    """Each ``(module, tokens)`` of ``maps`` runs on the suffix tokens where ``tokens`` (rows,
+    S) is true only; the others get 0 (hooks removed in ``finally``)."""
+    index = {}  # one flat index per distinct mask
     handles = []
     try:
-        for module in _token_maps(model, blocks):
+        for module, tokens in maps:
+            flat = index.setdefault(id(tokens), tokens.reshape(-1).nonzero()[:, 0])
+            pack, unpack = _pack_hooks(tokens.shape, flat)
             handles.append(module.register_forward_pre_hook(pack))
             handles.append(module.register_forward_hook(unpack))
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _pack_hooks(shape: torch.Size, flat: torch.Tensor):
+    """A forward pre-hook that gathers the tokens ``flat`` of a (rows, S, d) input of the given
+    (rows, S) ``shape``, and a forward hook that scatters the output back, 0 elsewhere; calls
+    with inputs of another shape run unpacked."""
+    packed: list[bool] = []
+
+    def pack(module, args):
+        x = args[0] if args else None
+        if not (isinstance(x, torch.Tensor) and x.shape[:2] == shape):
+            return None
+        packed.append(True)
+        return (x.reshape(-1, x.shape[-1]).index_select(0, flat), *args[1:])
+
+    def unpack(module, args, out):
+        if not packed:
+            return None
+        packed.pop()
+        if not isinstance(out, torch.Tensor):
+            raise Unsupported(f"{type(module).__name__} returns {type(out).__name__}, not a tensor")
+        full = out.new_zeros(shape.numel(), out.shape[-1]).index_copy(0, flat, out)
+        return full.view(*shape, out.shape[-1])
+
+    return pack, unpack
+
+
+def _token_maps(model: Model, blocks: list[int], needed: torch.Tensor, read: torch.Tensor):
+    """[(module, tokens)]: the per-token maps of ``blocks`` and the suffix tokens each must run
+    on. Every linear map outside the MLPs (attention query/key/value and output projections)
+    and every MLP but the last runs on the ``needed`` tokens: a token past its row's last loss
+    position reaches no loss (causality; no needed query sees its key or value). The last
+    block's MLP runs on the ``read`` tokens only: its other outputs are never read.
+    """
+    out = []
+    for j in blocks:
+        mlp = models.mlp(model, j)
+        inside = {id(m) for m in mlp.modules()}
+        out.append((mlp, read if j == blocks[-1] else needed))
+        out += [(m, needed) for m in models.linear_maps(models.block(model, j))
+                if id(m) not in inside]
+    return out
 
 
 @contextmanager
@@ -147,17 +170,6 @@ def _fused_activations(model: Model, blocks: list[int]) -> Iterator[None]:
     finally:
         for module in swapped:
             del module.forward
-
-
-def _token_maps(model: Model, blocks: list[int]) -> list[torch.nn.Module]:
-    """Each block's MLP and the linear maps of the block outside its MLP."""
-    out = []
-    for j in blocks:
-        mlp = models.mlp(model, j)
-        inside = {id(m) for m in mlp.modules()}
-        out += [mlp, *(m for m in models.linear_maps(models.block(model, j))
-                       if id(m) not in inside)]
-    return out
 
 
 def _check_model(model: Model, width: int) -> None:
