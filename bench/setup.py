@@ -11,14 +11,18 @@ key's, about 30 % below the 2e-2 threshold), side by side in one run:
   side, written to the projector cache) plus ``LinearMemory(W0, C0, **kwargs)`` (``A0 = ridge I``,
   ``A0⁻¹ = I / ridge``: no ``P C0 P``, no factorisation);
 - oteseq, warm: the same after the projector cache is filled (read back from disk);
-- the largest entry of ``|P_oteseq − P_reference|`` and both ranks.
+- the largest entry of ``|P_oteseq − P_reference|`` and both ranks;
+- wall-clock and CPU seconds of each, and the load average before and after (the machine may
+  be shared: compare CPU seconds when the load is high).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -53,27 +57,42 @@ def main() -> None:
     W0 = torch.randn(args.d // 4, args.d)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); d = {args.d}, {args.layers} layer(s)")
+    print(f"load average at the start: {load()}")
+    wall = {"reference": 0.0, "cold": 0.0, "warm": 0.0}
+    cpu = dict(wall)
     with tempfile.TemporaryDirectory() as cache:
-        t = {"reference": 0.0, "cold": 0.0, "warm": 0.0}
         for C0 in C0s:
-            start = time.perf_counter()
-            P_ref = reference_projector(C0, hp.nullspace_threshold)
-            t["reference"] += time.perf_counter() - start
+            with timed("reference", wall, cpu):
+                P_ref = reference_projector(C0, hp.nullspace_threshold)
             for phase in ("cold", "warm"):
                 projectors.clear_memory_cache()
-                start = time.perf_counter()
-                P, rank = projectors.cached_projector(C0, hp.nullspace_threshold, cache_dir=cache)
-                kwargs = dict(lam=0.0, ridge=hp.ridge, projection=P)
-                LinearMemory(W0, C0, **kwargs)
-                t[phase] += time.perf_counter() - start
+                with timed(phase, wall, cpu):
+                    P, rank = projectors.cached_projector(C0, hp.nullspace_threshold,
+                                                          cache_dir=cache)
+                    LinearMemory(W0, C0, lam=0.0, ridge=hp.ridge, projection=P)
             gap = float((P - P_ref.double()).abs().max())
             print(f"  rank(P) oteseq {rank}, reference {int(torch.linalg.matrix_rank(P_ref))}; "
                   f"max |ΔP| {gap:.1e}", flush=True)
-    print(f"reference (float32 svd + U0 U0ᵀ)   {t['reference']:7.2f} s")
-    print(f"oteseq cold (eigh f64 + memories)  {t['cold']:7.2f} s   "
-          f"{t['reference'] / t['cold']:.2f}× the reference's speed")
-    print(f"oteseq warm (projector cache hit)  {t['warm']:7.2f} s   "
-          f"{t['reference'] / t['warm']:.2f}×")
+    print(f"load average at the end: {load()}")
+    for phase, label in (("reference", "reference (float32 svd + U0 U0ᵀ)"),
+                         ("cold", "oteseq cold (eigh f64 + memories)"),
+                         ("warm", "oteseq warm (projector cache hit)")):
+        print(f"{label:35s} {wall[phase]:7.2f} s wall  {cpu[phase]:7.2f} s CPU   "
+              f"{wall['reference'] / wall[phase]:.2f}× the reference's speed")
+
+
+@contextmanager
+def timed(phase: str, wall: dict, cpu: dict):
+    """Add the block's wall-clock and process CPU seconds to ``wall[phase]``, ``cpu[phase]``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    yield
+    wall[phase] += time.perf_counter() - start
+    cpu[phase] += time.process_time() - start_cpu
+
+
+def load() -> str:
+    """The 1-, 5- and 15-minute load averages (the machine may be shared)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

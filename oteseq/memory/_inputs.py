@@ -7,7 +7,8 @@ import torch
 
 from oteseq.errors import (DeviceDtypeError, NonFiniteError, NotPSDError, RequestError,
                            ShapeError)
-from oteseq.ols._checks import check_finite, check_floating, check_symmetric
+from oteseq.ols._checks import (check_finite, check_floating, check_symmetric, is_symmetric,
+                                symmetrised)
 
 Id = Hashable  # str, int, or a tuple of str / int
 MAX_ENTRY = 1e8
@@ -41,17 +42,22 @@ def symmetric_matrix(C: object, d: int, name: str, device: torch.device) -> torc
     if M.shape != (d, d):
         raise ShapeError(f"{name} has shape {tuple(M.shape)} but W0 has d_in = {d}; pass the "
                          f"({d}, {d}) matrix of the same layer's input space")
-    check_symmetric(M, name, check_floating(C, name).dtype)
-    return (M + M.T) / 2
+    gap = check_symmetric(M, name, check_floating(C, name).dtype)
+    if gap == 0.0 and M is C:  # exactly symmetric float64 input: a copy, never the caller's
+        return M.clone()
+    return symmetrised(M, gap)
 
 
 def check_second_moment(C0: object, d: int, device: torch.device) -> torch.Tensor:
     """``C0`` symmetric with a cheap PSD screen: ``C_ii ≥ 0`` and ``|C_ij| ≤ √(C_ii C_jj)``."""
     C = symmetric_matrix(C0, d, "C0", device)
+    if d == 0:
+        return C
     diag = C.diagonal()
-    tol = 1e-6 * max(float(diag.abs().max()), 1e-300) if d else 0.0
-    bound = torch.sqrt(diag.clamp_min(0)[:, None] * diag.clamp_min(0)[None, :])
-    if d and (float(diag.min()) < -tol or float((C.abs() - bound).max()) > tol):
+    tol = 1e-6 * max(float(diag.abs().max()), 1e-300)
+    root = diag.clamp_min(0).sqrt()
+    excess = C.abs().addcmul_(root[:, None], root[None, :], value=-1.0)  # |C_ij| − √C_ii √C_jj
+    if float(diag.min()) < -tol or float(excess.max()) > tol:
         raise NotPSDError("C0 is not positive semi-definite (a negative diagonal entry or an "
                           "entry larger than √(C_ii C_jj)); pass the second moment K0 K0ᵀ / N "
                           "of preserved keys")
@@ -66,8 +72,8 @@ def check_projector(P: object, d: int, device: torch.device) -> torch.Tensor:
     equal bit for bit, and a memory never writes its ``P`` (d² · 8 bytes saved per layer).
     """
     shared = isinstance(P, torch.Tensor) and P.dtype == torch.float64 and P.device == device \
-        and P.shape == (d, d) and P.is_contiguous() and bool(torch.isfinite(P).all()) \
-        and torch.equal(P, P.T)
+        and P.shape == (d, d) and P.is_contiguous() and bool(torch.isfinite(P.sum())) \
+        and is_symmetric(P)
     Pm = P if shared else symmetric_matrix(P, d, "projection", device)
     assert isinstance(Pm, torch.Tensor)
     probes = torch.randn(d, 4, generator=torch.Generator().manual_seed(0),

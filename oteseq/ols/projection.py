@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 
 from oteseq.errors import OptionError
-from oteseq.ols._checks import check_square, check_symmetric, to_f64
+from oteseq.ols._checks import check_square, check_symmetric, symmetrised, to_f64
 
 Mode = Literal["absolute", "relative", "energy"]
 
@@ -36,8 +36,8 @@ def nullspace_projector(C0: torch.Tensor, threshold: float = 2e-2, *,
                          f"the AlphaEdit default)")
     (C,) = to_f64(C0=C0)
     check_square(C, C.shape[0] if C.ndim == 2 else -1, "C0")
-    check_symmetric(C, "C0", C0.dtype)
-    eigenvalues, U = torch.linalg.eigh((C + C.T) / 2)  # ascending
+    gap = check_symmetric(C, "C0", C0.dtype)
+    eigenvalues, U = torch.linalg.eigh(symmetrised(C, gap))  # ascending
     keep = kept_directions(eigenvalues, threshold, mode)
     return span_projector(U, keep).to(C0.dtype), int(keep.sum())
 
@@ -46,16 +46,33 @@ def span_projector(U: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """``U0 U0ᵀ`` with ``U0 = U[:, keep]`` for orthonormal ``U`` (d, d), from the smaller side.
 
     Closed form: ``U0 U0ᵀ = I − U1 U1ᵀ`` with ``U1`` the other columns, so the product costs
-    O(d² min(r, d − r)) instead of O(d² r). Shapes: ``U`` (d, d), ``keep`` (d,) bool → (d, d).
+    O(d² min(r, d − r)) instead of O(d² r); :func:`gram` halves it again. The result is exactly
+    symmetric (a memory then shares it). Shapes: ``U`` (d, d), ``keep`` (d,) bool → (d, d).
     """
     rank, d = int(keep.sum()), U.shape[0]
     if 2 * rank <= d:
-        U0 = U[:, keep]
-        P = U0 @ U0.T
-        return (P + P.T) / 2  # exactly symmetric, as the other branch (a memory then shares it)
-    U1 = U[:, ~keep]
-    P = torch.eye(d, dtype=U.dtype, device=U.device).addmm_(U1, U1.T, alpha=-1.0)
-    return (P + P.T) / 2
+        return gram(U[:, keep])
+    P = gram(U[:, ~keep]).neg_()
+    P.diagonal().add_(1.0)
+    return P
+
+
+def gram(V: torch.Tensor, block: int = 512) -> torch.Tensor:
+    """``V Vᵀ`` for ``V`` (d, r), exactly symmetric, in about half the flops of ``V @ V.T``.
+
+    Row block ``i`` gives ``G[i, :i+1] = V_i V_{:i+1}ᵀ`` (the lower block triangle, one product
+    each); the upper triangle is its mirror, each diagonal block the average with its
+    transpose. Shapes: (d, r) → (d, d).
+    """
+    d = V.shape[0]
+    G = V.new_empty(d, d)
+    for start in range(0, d, block):
+        stop = min(start + block, d)
+        G[start:stop, :stop] = V[start:stop] @ V[:stop].T
+        G[:start, start:stop] = G[start:stop, :start].T
+        diagonal = G[start:stop, start:stop]
+        diagonal.copy_((diagonal + diagonal.T) / 2)
+    return G
 
 
 def kept_directions(eigenvalues: torch.Tensor, threshold: float, mode: Mode) -> torch.Tensor:
