@@ -27,7 +27,10 @@ def nullspace_projector(C0: torch.Tensor, threshold: float = 2e-2, *,
     - ``"energy"``: the smallest eigenvalues whose sum is ≤ ``threshold · Σλ``; equivalently the
       top directions holding ``(1 − threshold)`` of the eigen-mass are dropped.
 
-    Shapes: ``C0`` (d_in, d_in) symmetric → ``P`` (d_in, d_in) in ``C0``'s dtype, ``rank`` int.
+    An eigenvalue within ``eigh``'s error (about 1e-16·λ_max) of the cut may fall on either
+    side; its direction is used by preserved keys at the threshold's level either way, and the
+    same ``C0`` gives the same bits. Shapes: ``C0`` (d_in, d_in) symmetric → ``P`` (d_in, d_in)
+    in ``C0``'s dtype, ``rank`` int.
     """
     if mode not in ("absolute", "relative", "energy"):
         raise OptionError(f"mode={mode!r}: use 'absolute', 'relative' or 'energy'")
