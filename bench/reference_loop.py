@@ -147,6 +147,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write both sides, the machine and the loads to PATH")
     parser.add_argument("--side", choices=["reference", "oteseq"], default=None,
                         help="run one side here and print it as JSON (used by the main run)")
     args = parser.parse_args()
@@ -157,7 +159,7 @@ def main() -> None:
           f"{args.method}, {args.n} requests, ≤ {args.steps} value steps, GPT-2-small shape; "
           f"load average {_load()}",
           flush=True)
-    results = {}
+    results, loads = {}, {"start": _load()}
     for name in ("reference", "oteseq"):
         out = subprocess.run([sys.executable, __file__, "--side", name, "--method", args.method,
                               "--n", str(args.n), "--steps", str(args.steps),
@@ -169,12 +171,20 @@ def main() -> None:
               f"{r['keys']:7.2f}  solve {r['solve']:6.2f}  (CPU {r['cpu']:8.2f} s)  peak RSS "
               f"{r['peak_mib']:6.0f} MiB; load average after {_load()}",
               flush=True)
+        loads[f"after {name}"] = _load()
     ref, ote = results["reference"], results["oteseq"]
     print("  ratio (reference / oteseq): total {:.1f}×, values {:.1f}×, keys {:.1f}×, CPU "
           "seconds {:.1f}×; peak memory oteseq / reference {:.2f}".format(
               ref["total"] / ote["total"], ref["values"] / ote["values"],
               ref["keys"] / ote["keys"], ref["cpu"] / ote["cpu"],
               ote["peak_mib"] / ref["peak_mib"]))
+    if args.json is not None:
+        command = " ".join(sys.argv[1:])
+        args.json.write_text(json.dumps(
+            {"command": command, "machine": platform.machine(), "cpus": os.cpu_count(),
+             "torch": torch.__version__, "threads": args.threads, "method": args.method,
+             "requests": args.n, "max_steps": args.steps, "load_average": loads,
+             "sides": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
