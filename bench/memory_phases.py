@@ -12,7 +12,6 @@ per edited layer its keys and its memory step. The largest peak is the process's
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_loop  # noqa: E402
+from shapes import load_average  # noqa: E402
 
 from oteseq import editor  # noqa: E402
 from oteseq.memory import LinearMemory  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{args.method}, {args.n} requests, ≤ {args.steps} value steps; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+          f"{load_average()}", flush=True)
     mark("imports")
     model, tok, hp, C0, templates, requests = reference_loop.setup(args.method, args.n,
                                                                    args.steps)

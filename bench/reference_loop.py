@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import general_texts, random_gpt2, toy_requests, toy_tokenizer  # noqa: E402
+from shapes import (general_texts, load_average, random_gpt2, toy_requests,  # noqa: E402
+                    toy_tokenizer)
 
 from oteseq import hooks, keys, model_reads, models, stats, values  # noqa: E402
 from oteseq.batching import pad_token_id, right_padded  # noqa: E402
@@ -137,10 +138,6 @@ def side(name: str, method: str, n: int, steps: int, threads: int) -> dict:
     return t
 
 
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--method", default="alphaedit", choices=["alphaedit", "memit-seq"])
@@ -157,9 +154,9 @@ def main() -> None:
         return
     print(f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
           f"{args.method}, {args.n} requests, ≤ {args.steps} value steps, GPT-2-small shape; "
-          f"load average {_load()}",
+          f"load average {load_average()}",
           flush=True)
-    results, loads = {}, {"start": _load()}
+    results, loads = {}, {"start": load_average()}
     for name in ("reference", "oteseq"):
         out = subprocess.run([sys.executable, __file__, "--side", name, "--method", args.method,
                               "--n", str(args.n), "--steps", str(args.steps),
@@ -169,9 +166,9 @@ def main() -> None:
         r = results[name]
         print(f"{name:>9}: total {r['total']:8.2f} s  values {r['values']:8.2f}  keys "
               f"{r['keys']:7.2f}  solve {r['solve']:6.2f}  (CPU {r['cpu']:8.2f} s)  peak RSS "
-              f"{r['peak_mib']:6.0f} MiB; load average after {_load()}",
+              f"{r['peak_mib']:6.0f} MiB; load average after {load_average()}",
               flush=True)
-        loads[f"after {name}"] = _load()
+        loads[f"after {name}"] = load_average()
     ref, ote = results["reference"], results["oteseq"]
     print("  ratio (reference / oteseq): total {:.1f}×, values {:.1f}×, keys {:.1f}×, CPU "
           "seconds {:.1f}×; peak memory oteseq / reference {:.2f}".format(

@@ -18,16 +18,20 @@ key's, about 30 % below the 2e-2 threshold), side by side in one run:
 from __future__ import annotations
 
 import argparse
-import os
 import platform
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
-from oteseq import methods, projectors
-from oteseq.memory import LinearMemory
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shapes import load_average  # noqa: E402
+
+from oteseq import methods, projectors  # noqa: E402
+from oteseq.memory import LinearMemory  # noqa: E402
 
 
 def second_moment(d: int, seed: int) -> torch.Tensor:
@@ -57,7 +61,7 @@ def main() -> None:
     W0 = torch.randn(args.d // 4, args.d)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); d = {args.d}, {args.layers} layer(s)")
-    print(f"load average at the start: {load()}")
+    print(f"load average at the start: {load_average()}")
     wall = {"reference": 0.0, "cold": 0.0, "warm": 0.0}
     cpu = dict(wall)
     with tempfile.TemporaryDirectory() as cache:
@@ -73,7 +77,7 @@ def main() -> None:
             gap = float((P - P_ref.double()).abs().max())
             print(f"  rank(P) oteseq {rank}, reference {int(torch.linalg.matrix_rank(P_ref))}; "
                   f"max |ΔP| {gap:.1e}", flush=True)
-    print(f"load average at the end: {load()}")
+    print(f"load average at the end: {load_average()}")
     for phase, label in (("reference", "reference (float32 svd + U0 U0ᵀ)"),
                          ("cold", "oteseq cold (eigh f64 + memories)"),
                          ("warm", "oteseq warm (projector cache hit)")):
@@ -88,11 +92,6 @@ def timed(phase: str, wall: dict, cpu: dict):
     yield
     wall[phase] += time.perf_counter() - start
     cpu[phase] += time.process_time() - start_cpu
-
-
-def load() -> str:
-    """The 1-, 5- and 15-minute load averages (the machine may be shared)."""
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

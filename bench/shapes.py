@@ -1,9 +1,12 @@
-"""GPT-2-shaped models with random weights (no download) for the benchmarks, and their inputs.
+"""GPT-2-shaped models with random weights (no download) for the benchmarks, their inputs, and
+the machine's load average that every benchmark prints beside its timings.
 
 The shape is what costs time; the toy world's tokenizer, requests and general text stand in
 for the real ones (its ids fit GPT-2's vocabulary of 50257).
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import transformers
@@ -46,3 +49,9 @@ def toy_requests(n: int, seed: int = 0) -> list[Request]:
 def general_texts(n: int, seed: int = 0) -> list[str]:
     """Fact-free toy text for a synthetic C0."""
     return oteseq.toy.general_text(n, seed=seed, split="heldout")
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, e.g. ``"0.31 0.71 1.02"`` (the machine may be
+    shared: compare CPU seconds when the load is high)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())

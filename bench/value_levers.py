@@ -13,7 +13,6 @@ CPU seconds of steps 2… (step 1 holds the capture) and the ratio to everything
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +21,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shapes import load_average  # noqa: E402
 from value_steps import step_times  # noqa: E402
 
 from oteseq import models  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{args.shape} shape, {args.n} requests, {args.steps} steps, 1 thread; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+          f"{load_average()}", flush=True)
     times: dict[str, list[float]] = {s: [] for s in SETTINGS}
     for _ in range(args.rounds):
         for setting in SETTINGS:
@@ -84,7 +84,7 @@ def main() -> None:
     for setting in SETTINGS:
         print(f"{setting:>20}: CPU s per step {' '.join(f'{t:.3f}' for t in times[setting])}"
               f"  (best / best everything on: {min(times[setting]) / base:.2f})")
-    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average {load_average()}")
 
 
 if __name__ == "__main__":

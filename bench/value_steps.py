@@ -15,7 +15,6 @@ wall time alone grows is the sign of a busy machine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,15 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import SHAPES, random_gpt2, toy_requests, toy_tokenizer  # noqa: E402
+from shapes import SHAPES, load_average, random_gpt2, toy_requests, toy_tokenizer  # noqa: E402
 
 from oteseq import model_reads, values  # noqa: E402
 from oteseq.methods import default_hparams  # noqa: E402
 from oteseq.values import optimise  # noqa: E402
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def step_times(shape: str, n: int, steps: int):
@@ -71,7 +66,8 @@ def main() -> None:
     if args.flush_denormal:
         torch.set_flush_denormal(True)
     print(f"{args.shape} shape, {args.n} requests, ≤ {args.steps} steps, {args.threads} "
-          f"thread(s), flush denormal {args.flush_denormal}; load average {_load()}", flush=True)
+          f"thread(s), flush denormal {args.flush_denormal}; load average {load_average()}",
+          flush=True)
     per_step, total, tv = step_times(args.shape, args.n, args.steps)
     print("step  wall s  CPU s   (step 1 includes the capture)")
     for i, (wall, cpu) in enumerate(per_step, 1):
@@ -79,7 +75,7 @@ def main() -> None:
     cpu = [c for _, c in per_step[1:]]  # steps 2…: no capture
     print(f"total wall {total[0]:.2f} s, CPU {total[1]:.2f} s; steps taken "
           f"{sorted(set(tv.steps.tolist()))}; CPU per step (2…) min {min(cpu, default=0):.2f} "
-          f"max {max(cpu, default=0):.2f}; load average {_load()}")
+          f"max {max(cpu, default=0):.2f}; load average {load_average()}")
 
 
 if __name__ == "__main__":
