@@ -37,6 +37,10 @@ class ScaledIdentity:
     def dense(self) -> torch.Tensor:
         return self.scale * torch.eye(self.d, dtype=self.dtype, device=self.device)
 
+    def inverse(self) -> ScaledIdentity:
+        """``I / scale``: its dense form has the bits of ``torch.eye(d) / scale``."""
+        return ScaledIdentity(1.0 / self.scale, self.d, self.dtype, self.device)
+
 
 Matrix = Union[torch.Tensor, ScaledIdentity]
 
@@ -171,9 +175,9 @@ def forward_error(A0: Matrix, P: torch.Tensor | None, K_active: torch.Tensor,
     return float(torch.linalg.norm(correction)) / size
 
 
-def probe_error(A0: torch.Tensor, A_inv: Matrix) -> float:
+def probe_error(A0: Matrix, A_inv: Matrix) -> float:
     """:func:`forward_error` of a fresh ``A0⁻¹`` on a fixed random probe: the error level an
     exact solve reaches (about eps·cond(A0)), so the drift check does not refresh for nothing."""
     probe = torch.randn(A0.shape[0], 1, generator=torch.Generator().manual_seed(0),
                         dtype=A0.dtype).to(A0.device)
-    return forward_error(A0, None, A0[:, :0], A_inv @ probe, probe, A_inv)
+    return forward_error(A0, None, probe.new_zeros(A0.shape[0], 0), A_inv @ probe, probe, A_inv)

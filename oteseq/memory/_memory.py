@@ -78,15 +78,16 @@ class LinearMemory:
         d_out, d_in = W.shape
         C = check_second_moment(C0, d_in, W.device)
         P = None if projection is None else check_projector(projection, d_in, W.device)
-        A0 = alg.base_matrix(C, lam, options.ridge, P)
+        dense_A0 = alg.base_matrix(C, lam, options.ridge, P)
+        A0_norm = float(torch.linalg.norm(dense_A0))
+        A0 = alg.compact(dense_A0)  # ridge·I (AlphaEdit) without its d² entries
+        del dense_A0
         A_inv = _initial_inverse(A0)
         self._state = MemoryState(
-            W0=W, dtype=W0.dtype, lam=lam, options=options, A0=alg.compact(A0),
-            A0_norm=float(torch.linalg.norm(A0)), P=P, W=W.clone(), A_inv=A_inv,
-            E=torch.zeros_like(W) if error_feedback else None,
+            W0=W, dtype=W0.dtype, lam=lam, options=options, A0=A0, A0_norm=A0_norm, P=P,
+            W=W.clone(), A_inv=A_inv, E=torch.zeros_like(W) if error_feedback else None,
             store=ConstraintStore.empty(d_in, d_out, W.device, keep_values=accumulate),
             drift_floor=0.0 if A_inv is None else alg.probe_error(A0, A_inv))
-        del A0  # only the compact form stays when A0 = ridge·I (AlphaEdit)
         self.last_report: StepReport | None = None
 
     # ----------------------------------------------------------------- read-only views
@@ -260,16 +261,15 @@ def _unshared(holder: dict, name: str) -> bool:
 _HELD_ONCE = sys.getrefcount({"probe": torch.empty(0)}["probe"]) + 1
 
 
-def _initial_inverse(A0: torch.Tensor) -> alg.Matrix | None:
-    """``A0⁻¹``, or ``None`` while ``A0`` is singular (e.g. ``lam = 0`` and no ridge)."""
+def _initial_inverse(A0: alg.Matrix) -> alg.Matrix | None:
+    """``A0⁻¹``, or ``None`` while ``A0`` is singular (e.g. ``lam = 0`` and no ridge). ``A0``
+    as :func:`~oteseq.memory._algebra.compact` gives it."""
+    if isinstance(A0, alg.ScaledIdentity):
+        # A0 = ridge·I (lam = 0, e.g. AlphaEdit): the inverse is I / ridge, no factorisation,
+        # kept compact until the first step
+        return A0.inverse()
     if A0.shape[0] == 0 or not bool(A0.any()):
         return None
-    scale = float(A0[0, 0])
-    if scale > 0.0 and bool((A0.diagonal() == scale).all()) and \
-            int(torch.count_nonzero(A0)) == A0.shape[0]:
-        # A0 = ridge·I (lam = 0, e.g. AlphaEdit): the inverse is I / ridge, no factorisation,
-        # kept compact until the first step (the bits of torch.eye(d) / ridge)
-        return alg.ScaledIdentity(1.0 / scale, A0.shape[0], A0.dtype, A0.device)
     try:
         return alg.dense_factor(A0, A0.new_zeros(A0.shape[0], 0))[1]
     except SingularSystemError:
